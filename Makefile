@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh clone:  `make run` (the main job) and `make test` (the test suite).
+# Both create the virtual environment in .venv/ first when it is missing or older than the pins.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTHON ?= python3.11
+
+.PHONY: run test env lock clean-env
+run: $(VENV)/.installed
+	$(VENV)/bin/flair2 run $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(ARGS)
+
+env: $(VENV)/.installed
+
+# Direct dependencies are pinned in settings.ini; constraints.txt freezes the whole resolved set (`make lock`).
+$(VENV)/.installed: settings.ini setup.py constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+lock:
+	$(PY) -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^flair2' > constraints.txt
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,32 @@
+"""The console command: synth, check and run, with one-line errors."""
+import subprocess, sys
+from pathlib import Path
+import pytest
+from flair2.cli import main, parse_params, check_params
+
+
+def test_synth_then_check(tmp_path, capsys):
+    out = tmp_path / 'd'
+    assert main(['synth', str(out), '--size', '32', '--patches', '2', '--zones', '1', '--train-domains', '1',
+                 '--test-domains', '1', '--quiet']) == 0
+    assert 'wrote 4 patches' in capsys.readouterr().out
+    assert main(['synth', str(out), '--quiet']) == 2  # refuses to overwrite, one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'exists and is not empty' in err[0]
+    assert main(['check', str(out), '--deep', '--quiet']) == 0
+
+
+def test_params():
+    assert parse_params([('max_patches', '10'), ('data', 'null')]) == {'max_patches': 10, 'data': None}
+    with pytest.raises(ValueError, match='unknown parameter.*epochz'): check_params({'epochz': 3})
+
+
+def test_unknown_parameter_is_one_line_error(capsys):
+    assert main(['run', '-p', 'epochz', '3', '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'unknown parameter(s) epochz' in err and 'Traceback' not in err
+
+
+def test_console_script_installed():
+    r = subprocess.run([str(Path(sys.executable).parent / 'flair2'), '--help'], capture_output=True, text=True)
+    assert r.returncode == 0 and all(c in r.stdout for c in ('synth', 'check', 'run'))
