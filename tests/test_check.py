@@ -80,7 +80,7 @@ def test_torchgeo_fixture_deviations(real, tmp_path):
     probs = problems(root)
     assert has(probs, '_data.npy', 'expected integer') is False  # uint8 is an integer type ...
     assert has(probs, '_masks.npy', 'without the channel axis')
-    assert has(probs, '_products.txt', '')  # one-line products file cannot be parsed
+    assert has(probs, '_products.txt', 'products for')  # names glued on one line: one product for T dates
     assert main(['check', str(root), '--quiet']) == 1
 
 
