@@ -18,13 +18,20 @@ def test_library_notebook(nb, monkeypatch):
 
 
 @pytest.mark.slow
-def test_exploration_notebook_headless(tiny, tmp_path):
-    out = run_chain(tiny, tmp_path / 'run', {'max_patches': 12, 'n_samples': 2}, progress=False)
+def test_chain_headless(tiny, tmp_path):
+    """The whole chain (explore, train all three modes, evaluate) at smoke size, through papermill."""
+    params = dict(max_patches=12, n_samples=2, epochs=1, bs=4, s2_size=16, n_bins=4, lr_find_iters=4)
+    out = run_chain(tiny, tmp_path / 'run', params, progress=False)
     summary = json.loads((out / 'explore_summary.json').read_text())
     assert summary['patches'] == 18 and summary['sampled'] == 12
     figs = {p.name for p in (out / 'figures').glob('*.png')}
-    assert {'class_frequency.png', 'band_histograms.png', 'ndvi_per_class.png', 'cloud_cover.png', 'sample_0.png'} <= figs
-    assert (out / '10_explore.ipynb').exists() and (out / 'explore_class_frequency.csv').exists()
+    assert {'class_frequency.png', 'band_histograms.png', 'ndvi_per_class.png', 'cloud_cover.png', 'sample_0.png',
+            'lr_find_fused.png', 'loss_aerial.png', 'iou_per_class.png'} <= figs
+    m = json.loads((out / 'metrics.json').read_text())
+    assert set(m['models']) == {'aerial', 'sentinel', 'fused'} and 'mIoU' in m['fusion_gain']
+    assert all(0 <= m['models'][k]['test']['miou'] <= 1 for k in m['models'])
+    for f in ('10_explore.ipynb', '11_train.ipynb', '12_evaluate.ipynb', 'comparison.csv', 'train_summary.json'): assert (out / f).exists()
+    assert (out / 'models' / 'fused' / 'model.safetensors').exists()
 
 
 def test_notebooks_are_clean():

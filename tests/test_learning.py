@@ -1,0 +1,91 @@
+"""Training: seeded reproducibility, checkpoint resume, the safe model format, workers, and the streamed metric."""
+import json
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from flair2.core import FlairFormatError
+from flair2.io import patch_index
+from flair2.data import flair_dls, S2Loader
+from flair2.learner import TrainConfig, train, load_flair_model, resume_state
+from flair2.inference import evaluate, scores
+
+SMALL = dict(bs=4, s2_size=16, n_bins=4, s2_dim=16, width=32)
+
+
+class StopAfter(Callback):
+    "Interrupt a fit after epoch `n` (as a crash would, between epochs)."
+    order = 99
+    def __init__(self, n): self.n = n
+    def after_epoch(self):
+        if self.epoch == self.n: raise CancelFitException
+
+
+@pytest.fixture(scope='module')
+def index(tiny): return patch_index(tiny)
+
+
+def test_seeded_runs_reproduce(index, tmp_path):
+    cfg = TrainConfig(mode='fused', epochs=2, **SMALL)
+    a = train(index, cfg, tmp_path / 'a').history
+    b = train(index, cfg, tmp_path / 'b').history
+    assert a == b and len(a) == 2
+
+
+def test_resume_after_interruption(index, tmp_path):
+    cfg = TrainConfig(mode='aerial', epochs=3, **SMALL)
+    learn = train(index, cfg, tmp_path / 'r', cbs=[StopAfter(1)])
+    assert resume_state(tmp_path / 'r' / 'ckpt')[0] == 2 and [h['epoch'] for h in learn.history] == [0, 1]
+    learn = train(index, cfg, tmp_path / 'r')  # picks up at epoch 2
+    assert [h['epoch'] for h in learn.history] == [0, 1, 2]
+    assert json.loads((tmp_path / 'r' / 'config.json').read_text())['metrics']['epoch'] == 2
+
+
+def test_saved_model_format_and_errors(index, tmp_path):
+    d = tmp_path / 'm'
+    learn = train(index, TrainConfig(mode='sentinel', epochs=1, **SMALL), d)
+    model, conf = load_flair_model(d)
+    assert conf['config']['mode'] == 'sentinel' and len(conf['stats']['aerial_mean']) == 5 and conf['valid_domains']
+    assert not any(p.suffix in ('.pkl', '.pickle') for p in d.iterdir())
+    # the model scores the validation domains exactly as the training metric did
+    rows = index[(index.split == 'train') & index.domain.isin(conf['valid_domains'])]
+    assert scores(evaluate(model, conf, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
+    cj, w = d / 'config.json', d / 'model.safetensors'
+    good_conf, good_w = cj.read_text(), w.read_bytes()
+    # tampered weights
+    w.write_bytes(good_w[:-4] + b'\x01\x02\x03\x04')
+    with pytest.raises(FlairFormatError, match='model.safetensors: checksum differs'): load_flair_model(d)
+    # truncated weights whose checksum was updated: unreadable
+    w.write_bytes(good_w[:100])
+    import hashlib
+    c = json.loads(good_conf); c['sha256'] = hashlib.sha256(good_w[:100]).hexdigest(); cj.write_text(json.dumps(c))
+    with pytest.raises(FlairFormatError, match='unreadable safetensors'): load_flair_model(d)
+    # weights of another architecture
+    w.write_bytes(good_w); c = json.loads(good_conf); c['config']['mode'] = 'fused'; cj.write_text(json.dumps(c))
+    with pytest.raises(FlairFormatError, match='weights do not fit'): load_flair_model(d)
+    # broken or missing config
+    cj.write_text('{not json'); 
+    with pytest.raises(FlairFormatError, match='config.json: not valid JSON'): load_flair_model(d)
+    cj.unlink()
+    with pytest.raises(FlairFormatError, match='config.json: file not found'): load_flair_model(d)
+
+
+def test_loader_with_workers(index):
+    dls = flair_dls(index, bs=4, num_workers=2, s2=S2Loader(size=16, n_bins=4), device='cpu')
+    xa, xs, y = dls.one_batch()
+    assert xa.shape[0] == 4 and xs.shape[1:3] == (4, 11) and y.dtype == torch.int64
+    assert set(dls.valid.items.domain) .isdisjoint(set(dls.train.items.domain))  # held-out domains
+
+
+def test_augmentation_keeps_modalities_aligned(index):
+    """A sample whose three tensors are made from one pattern stays consistent after the batch D4."""
+    from flair2.data import D4, TensorAerial, TensorS2
+    from fastai.vision.core import TensorMask
+    g = torch.zeros(16, 16); g[2:5, 9:14] = 1                                     # an asymmetric blob
+    a = TensorAerial(g.expand(4, 5, 16, 16).clone()); m = TensorMask(g.expand(4, 16, 16).long().clone())
+    s = TensorS2(g.expand(4, 3, 11, 16, 16).clone())
+    t = D4(); a2, s2, m2 = t((a, s, m), split_idx=0)
+    assert all((a2[i, 0] == m2[i]).all() and (s2[i, 0, 0] == m2[i]).all() for i in range(4))
+    a3, _, _ = t((a, s, m), split_idx=1)  # validation: untouched
+    assert (a3 == a).all()
