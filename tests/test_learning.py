@@ -65,7 +65,7 @@ def test_saved_model_format_and_errors(index, tmp_path):
     w.write_bytes(good_w); c = json.loads(good_conf); c['config']['mode'] = 'fused'; cj.write_text(json.dumps(c))
     with pytest.raises(FlairFormatError, match='weights do not fit'): load_flair_model(d)
     # broken or missing config
-    cj.write_text('{not json'); 
+    cj.write_text("{not json")
     with pytest.raises(FlairFormatError, match='config.json: not valid JSON'): load_flair_model(d)
     cj.unlink()
     with pytest.raises(FlairFormatError, match='config.json: file not found'): load_flair_model(d)
@@ -75,10 +75,10 @@ def test_loader_with_workers(index):
     dls = flair_dls(index, bs=4, num_workers=2, s2=S2Loader(size=16, n_bins=4), device='cpu')
     xa, xs, y = dls.one_batch()
     assert xa.shape[0] == 4 and xs.shape[1:3] == (4, 11) and y.dtype == torch.int64
-    assert set(dls.valid.items.domain) .isdisjoint(set(dls.train.items.domain))  # held-out domains
+    assert set(dls.valid.items.domain).isdisjoint(set(dls.train.items.domain))  # held-out domains
 
 
-def test_augmentation_keeps_modalities_aligned(index):
+def test_augmentation_keeps_modalities_aligned():
     """A sample whose three tensors are made from one pattern stays consistent after the batch D4."""
     from flair2.data import D4, TensorAerial, TensorS2
     from fastai.vision.core import TensorMask
@@ -89,3 +89,12 @@ def test_augmentation_keeps_modalities_aligned(index):
     assert all((a2[i, 0] == m2[i]).all() and (s2[i, 0, 0] == m2[i]).all() for i in range(4))
     a3, _, _ = t((a, s, m), split_idx=1)  # validation: untouched
     assert (a3 == a).all()
+
+
+def test_random_split_is_recorded_and_scored(index, tmp_path):
+    learn = train(index, TrainConfig(mode='aerial', epochs=1, split='random', valid_pct=0.25, **SMALL), tmp_path / 'rs')
+    model, conf = load_flair_model(tmp_path / 'rs')
+    n_train = ((index.split == 'train') & index.msk.notna()).sum()
+    assert len(conf['valid_ids']) == round(n_train * 0.25)
+    rows = index[index.id.isin(conf['valid_ids'])]
+    assert scores(evaluate(model, conf, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
