@@ -20,7 +20,7 @@ def test_library_notebook(nb, monkeypatch):
 @pytest.mark.slow
 def test_chain_headless(tiny, tmp_path):
     """The whole chain (explore, train all three modes, evaluate) at smoke size, through papermill."""
-    params = dict(max_patches=12, n_samples=2, epochs=1, bs=4, s2_size=16, n_bins=4, lr_find_iters=4)
+    params = dict(max_patches=12, n_samples=2, epochs=1, bs=4, s2_size=16, n_bins=4, lr_find_iters=4, find_lr='aerial,fused')
     out = run_chain(tiny, tmp_path / 'run', params, progress=False)
     summary = json.loads((out / 'explore_summary.json').read_text())
     assert summary['patches'] == 18 and summary['sampled'] == 12
