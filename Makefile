@@ -7,12 +7,19 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTHON ?= python3.11
 
-.PHONY: run test env lock clean-env
+.PHONY: run test env lock clean-env browser
 run: $(VENV)/.installed
 	$(VENV)/bin/flair2 run $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest $(ARGS)
+
+# The viewer's browser test drives Debian's Chromium (Playwright never downloads a browser here).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test ..."; \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1; } \
+	  || echo "warning: could not install chromium; the browser test will be skipped"; }
 
 env: $(VENV)/.installed
 

@@ -22,6 +22,17 @@ def tiny(tmp_path_factory):
                       train_domains=2, test_domains=1, progress=False)
 
 
+SMOKE = dict(max_patches=12, n_samples=2, epochs=1, bs=4, s2_size=16, n_bins=4, lr_find_iters=4, find_lr='aerial,fused',
+             n_worst=3, tta=2, tta_compare='1,2')  # smoke-sized parameters for the whole chain
+
+
+@pytest.fixture(scope='session')
+def chain_run(tiny, tmp_path_factory):
+    """The whole notebook chain run once headless on `tiny` at smoke size; its run folder."""
+    from flair2.cli import run_chain
+    return run_chain(tiny, tmp_path_factory.mktemp('chain') / 'run', SMOKE, progress=False)
+
+
 @pytest.fixture
 def tree(tiny, tmp_path):
     """A private copy of `tiny` that a test may damage."""
