@@ -15,7 +15,7 @@ from .model import FlairNet
 from .learner import class_weights
 
 # %% auto #0
-__all__ = ['raw_read', 'bench', 'format_bench']
+__all__ = ['raw_read', 'bench', 'format_bench', 'rss_mb', 'bench_scale']
 
 # %% ../nbs/09c_bench.ipynb #49754b5d
 def _rate(fn, n_items, repeats=1) -> float:
@@ -69,3 +69,55 @@ def bench(root, n=16, bs=4, steps=3, modes=('aerial', 'sentinel', 'fused'), s2_s
 def format_bench(r:dict) -> str:
     """A readable table of `bench` results."""
     return '\n'.join(f"{k:28s} {v:10.2f}" if isinstance(v, float) else f"{k:28s} {v!s:>10}" for k, v in r.items())
+
+# %% ../nbs/09c_bench.ipynb #8d9e29ca
+def rss_mb() -> float:
+    """Current resident memory of this process (MB)."""
+    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+def _loader_rate(rows, stats, s2, bs, workers) -> float:
+    dls = flair_dls(rows, stats, bs=bs, s2=s2, splitter=lambda df: (list(range(len(df))), list(range(min(bs, len(df))))),
+                    num_workers=workers, drop_last=False, device='cpu')
+    return _rate(lambda: [None for _ in dls.train], len(dls.train) * bs)
+
+def bench_scale(root, n=128, bs=4, train_steps=12, infer_patches=48, s2_size=40, n_bins=12, cache_dir=None, workers=2, tmp=None) -> dict:
+    """Index, scan, loader (workers, cache), streaming training and prediction memory on the dataset at `root`."""
+    from flair2.check import preflight
+    from flair2.data import S2Cache
+    from flair2.learner import TrainConfig, build_learner, export_model
+    from flair2.predict import predict
+    import tempfile
+    tmp = Path(tmp or tempfile.mkdtemp())
+    t = time.perf_counter(); index = patch_index(root); out = dict(index_s=time.perf_counter() - t, patches=len(index))
+    t = time.perf_counter(); preflight(index); out['header_scan_s'] = time.perf_counter() - t
+    rows = index[(index.split == 'train') & index.msk.notna()].sample(min(n, len(index)), random_state=0).reset_index(drop=True)
+    stats = dict(aerial_mean=list(AERIAL_MEAN), aerial_std=list(AERIAL_STD), s2_mean=[0.1] * 10, s2_std=[0.1] * 10)
+    out['raw_samples_s'] = _rate(lambda: raw_read(rows, s2_size), len(rows))
+    s2 = S2Loader(s2_size, n_bins)
+    for w in (0, workers): out[f'loader_w{w}_samples_s'] = _loader_rate(rows, stats, s2, bs, w)
+    cache = S2Cache(s2, cache_dir or tmp / 's2cache')
+    built = cache.build(rows, progress=False)
+    out.update(cache_build_s=built['seconds'], cache_mb_per_patch=built['mb'] / max(built['files'], 1))
+    for w in (0, workers): out[f'loader_cached_w{w}_samples_s'] = _loader_rate(rows, stats, cache, bs, w)
+    out['cached_vs_uncached_w0'] = out['loader_cached_w0_samples_s'] / out['loader_w0_samples_s']
+    out[f'cached_vs_uncached_w{workers}'] = out[f'loader_cached_w{workers}_samples_s'] / out[f'loader_w{workers}_samples_s']
+    out['loader_w0_vs_raw'] = out['loader_w0_samples_s'] / out['raw_samples_s']
+    # training streamed from the cached loader: memory sampled per step
+    cfg = TrainConfig(mode='fused', bs=bs, s2_size=s2_size, n_bins=n_bins, split='random', valid_pct=0.1, num_workers=workers, s2_cache=str(cache.folder.parent))
+    learn = build_learner(rows, cfg, tmp / 'train', stats)
+    model, opt, lossf = learn.model.train(), torch.optim.AdamW(learn.model.parameters(), 1e-3), learn.loss_func
+    rss, t, seen = [], time.perf_counter(), 0
+    for i, (xa, xs, y) in enumerate(learn.dls.train):
+        if i == train_steps: break
+        loss = lossf(model(xa, xs), y); opt.zero_grad(); loss.backward(); opt.step()
+        seen += len(xa); rss.append(rss_mb())
+    warm = rss[min(2, len(rss) - 1)]  # after the allocator's warm-up steps
+    out.update(train_fused_samples_s=seen / (time.perf_counter() - t), train_steps=len(rss), train_rss_step3_mb=warm,
+               train_rss_max_mb=max(rss), train_rss_last_mb=rss[-1])
+    export_model(learn, cfg, tmp / 'model')
+    prows = index.sample(min(infer_patches, len(index)), random_state=1)
+    r0 = rss_mb(); s = predict(tmp / 'model', prows.iloc[:bs], tmp / 'pred', bs=bs, progress=False, check=False); r1 = rss_mb()
+    s = predict(tmp / 'model', prows, tmp / 'pred', bs=bs, progress=False, check=False)
+    out.update(infer_fused_patches_s=s['patches_per_s'], infer_rss_after_first_batch_mb=r1, infer_rss_end_mb=rss_mb())
+    out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out

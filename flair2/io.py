@@ -116,7 +116,7 @@ def patch_index(root, splits=None) -> pd.DataFrame:
     df.attrs['root'] = str(Path(root))
     return df
 
-# %% ../nbs/01_io.ipynb #2e68c8f9
+# %% ../nbs/01_io.ipynb #68fe605d
 def _open(path):
     "Open a GeoTIFF, turning rasterio's errors into `FlairFormatError`."
     if not Path(path).exists(): raise FlairFormatError(path, 'file not found')
@@ -128,7 +128,8 @@ def _open(path):
 
 def _read(src, path, indexes=None) -> np.ndarray:
     try: return src.read(indexes)
-    except RasterioError as e: raise FlairFormatError(path, f"truncated or corrupt pixel data ({e})") from None
+    except RasterioError as e:  # rasterio's own message points at a chained exception: show that one's text
+        raise FlairFormatError(path, f"truncated or corrupt pixel data ({str(e.__cause__ or e.__context__ or e).strip()})") from None
 
 def _profile(src) -> dict: return dict(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
 
@@ -177,12 +178,14 @@ def read_products(path) -> np.ndarray:
     try: return np.array([product_date(l) for l in lines], dtype='datetime64[D]')
     except ValueError as e: raise FlairFormatError(path, str(e)) from None
 
-# %% ../nbs/01_io.ipynb #50094da2
+# %% ../nbs/01_io.ipynb #7b94a60b
 def open_npy(path, channels:int) -> np.memmap:
     """Memory-map a `T×C×H×W` Sentinel-2 array, checking rank, channel count and that the file is complete."""
     if not Path(path).exists(): raise FlairFormatError(path, 'file not found')
     try: arr = np.load(path, mmap_mode='r')
     except (ValueError, OSError) as e: raise FlairFormatError(path, f"unreadable or truncated .npy ({e})") from None
+    if arr.ndim == 3 and channels == 2:
+        raise FlairFormatError(path, f"masks must be T×2×H×W (snow, cloud), found {arr.shape} without the channel axis")
     if arr.ndim != 4 or arr.shape[1] != channels:
         raise FlairFormatError(path, f"expected shape T×{channels}×H×W, found {arr.shape}")
     return arr
@@ -197,7 +200,7 @@ def crop_centered(arr, row:int, col:int, size:int, pad_mode='edge') -> np.ndarra
     pad = [(0, 0)] * (out.ndim - 2) + [(rs - r0, r0 + size - re_), (cs - c0, c0 + size - ce)]
     return np.pad(out, pad, mode=pad_mode) if any(p for q in pad for p in q) else out
 
-# %% ../nbs/01_io.ipynb #a9c28475
+# %% ../nbs/01_io.ipynb #a9eac62a
 def read_sentinel(row:pd.Series|dict, size=40, bands=None, pad_mode='edge') -> dict:
     """Sentinel-2 crop of one patch: `sentinel` T×C×s×s, `sentinel_masks` T×2×s×s, `dates` (T,)."""
     idx = band_indices(bands, S2_BANDS)
@@ -212,7 +215,11 @@ def read_sentinel(row:pd.Series|dict, size=40, bands=None, pad_mode='edge') -> d
     if not (0 <= r < data.shape[2] and 0 <= c < data.shape[3]):
         raise FlairFormatError(row['s2_data'], f"centroid (row {r}, col {c}) of {row['patch']} is outside the {data.shape[2]}×{data.shape[3]} super-area")
     sel = data if idx == list(range(10)) else data[:, idx]
-    return dict(sentinel=crop_centered(sel, r, c, size, pad_mode), sentinel_masks=crop_centered(masks, r, c, size, pad_mode), dates=dates)
+    try: crop = crop_centered(sel, r, c, size, pad_mode)
+    except (OSError, ValueError) as e: raise FlairFormatError(row['s2_data'], f"unreadable or truncated data ({e})") from None
+    if not np.issubdtype(crop.dtype, np.integer) and np.isnan(crop).any():
+        raise FlairFormatError(row['s2_data'], f"NaN values in the Sentinel-2 crop of {row['patch']} (expected integer reflectance × 10000)")
+    return dict(sentinel=crop, sentinel_masks=crop_centered(masks, r, c, size, pad_mode), dates=dates)
 
 # %% ../nbs/01_io.ipynb #932e80f3
 @functools.lru_cache(maxsize=8)

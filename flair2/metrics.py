@@ -30,13 +30,14 @@ def miou(cm:np.ndarray, scored=12) -> float:
     iou = iou_per_class(cm)[:scored]
     return float(np.nanmean(iou)) if not np.isnan(iou).all() else float('nan')
 
-# %% ../nbs/07_metrics.ipynb #9d9f1c81
+# %% ../nbs/07_metrics.ipynb #2f833080
 class MIoU(Metric):
     "Official mIoU over the whole validation set, from an accumulated confusion matrix."
     def __init__(self, n=N_CLASSES, scored=12): self.n, self.scored, self.cm = n, scored, None
     def reset(self): self.cm = None
     def accumulate(self, learn):
-        pred, targ = learn.pred.argmax(1).flatten(), learn.y.flatten().long()
+        pred, targ = learn.to_detach(learn.pred.argmax(1), cpu=False), learn.to_detach(learn.y, cpu=False)  # gathered over ranks
+        pred, targ = pred.flatten(), targ.flatten().long()
         ok = (targ >= 0) & (targ < self.n)
         cm = torch.bincount(targ[ok] * self.n + pred[ok], minlength=self.n ** 2).reshape(self.n, self.n)
         self.cm = cm if self.cm is None else self.cm + cm
