@@ -186,19 +186,22 @@ def load_flair_model(folder, device='cpu') -> tuple[FlairNet, dict]:
     except RuntimeError as e: raise FlairFormatError(wf, f"weights do not fit the configured model ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), conf
 
-# %% ../nbs/09a_learner.ipynb #b70e1609
+# %% ../nbs/09a_learner.ipynb #981fcf6f
 def train(index:pd.DataFrame, cfg:TrainConfig, out, resume=True, cbs=None, progress=True, check=True) -> Learner:
     """Train `cfg` on the labelled train split of `index`; checkpoints in `out/ckpt`, the final model in `out` (data-parallel under `torchrun`)."""
     if check: preflight(index[index['split'] == 'train'])  # header problems stop the run before anything is written
     out = Path(out); ck = out / 'ckpt'
     start, history = resume_state(ck) if resume else (0, [])
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
-    if cfg.s2_cache and not rank_distrib():  # built once, before the first epoch reads it
+    if num_distrib() > 1:  # join the process group now (accelerate's shared state), so the barriers below hold
+        from accelerate import PartialState
+        PartialState(cpu=not torch.cuda.is_available())
+    if cfg.s2_cache and not rank_distrib():  # built once by rank 0, before the first epoch reads it
         s2 = cfg.s2_loader(); built = s2.build(index[(index['split'] == 'train') & index['msk'].notna()], progress=progress)
         if progress: print(f"Sentinel-2 cache {s2.folder}: {built['files']} series, {built['mb']:.0f} MB")
     distrib_barrier()
     learn = build_learner(index, cfg, out, stats)
-    if not progress: learn.remove_cb(ProgressCallback)
+    if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop  # quiet: no bars, no per-epoch lines
     if not rank_distrib():
         ck.mkdir(parents=True, exist_ok=True)
         tmp = ck / 'stats.json.tmp'; tmp.write_text(json.dumps(learn.dls.stats)); os.replace(tmp, ck / 'stats.json')
