@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES19', 'CLASSES', 'N_CLASSES', 'OTHER', 'PALETTE19', 'PALETTE', 'IGNORE', 'AERIAL_BANDS', 'AERIAL_MEAN',
-           'AERIAL_STD', 'S2_BANDS', 'S2_RGB', 'S2_NIR', 'S2_RED', 'FlairFormatError', 'to13', 'palette_rgb',
-           'colorize', 'band_indices']
+__all__ = ['CLASSES19', 'CLASSES', 'N_CLASSES', 'OTHER', 'PALETTE19', 'PALETTE', 'IGNORE', 'SPLITS', 'AERIAL_BANDS',
+           'AERIAL_MEAN', 'AERIAL_STD', 'S2_BANDS', 'S2_RGB', 'S2_NIR', 'S2_RED', 'FlairFormatError', 'to13',
+           'palette_rgb', 'colorize', 'band_indices']
 
 # %% ../nbs/00_core.ipynb #4c1bb6c3
 class FlairFormatError(ValueError):
@@ -19,7 +19,7 @@ class FlairFormatError(ValueError):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{path}: {problem}")
 
-# %% ../nbs/00_core.ipynb #636dc651
+# %% ../nbs/00_core.ipynb #e1a6e650
 CLASSES19 = ('building', 'pervious surface', 'impervious surface', 'bare soil', 'water', 'coniferous',
              'deciduous', 'brushwood', 'vineyard', 'herbaceous vegetation', 'agricultural land', 'plowed land',
              'swimming pool', 'snow', 'clear cut', 'mixed', 'ligneous', 'greenhouse', 'other')
@@ -30,6 +30,7 @@ PALETTE19 = ('#db0e9a', '#938e7b', '#f80c00', '#a97101', '#1553ae', '#194a26', '
              '#55ff00', '#fff30d', '#e4df7c', '#3de6eb', '#ffffff', '#8ab3a0', '#6b714f', '#c5dc42', '#9999ff', '#000000')
 PALETTE = PALETTE19[:12] + ('#000000',)
 IGNORE = 255  # label value for pixels that carry no class (never produced from a valid mask)
+SPLITS = ('test', 'train', 'valid', 'all')  # patch sets commands address: the release's splits, a model's validation patches, all
 
 # %% ../nbs/00_core.ipynb #58771525
 _LUT = np.full(256, IGNORE, np.uint8)

@@ -46,7 +46,7 @@ class S2Loader:
         return TensorS2(torch.from_numpy(np.concatenate([s['s2'] / 10000., valid], 1)))
     def config(self) -> dict: return {k: getattr(self, k) for k in ('size', 'n_bins', 'how', 'bands', 'snow_thr', 'cloud_thr', 'max_cover', 'pixel_thr')}
 
-# %% ../nbs/08_data.ipynb #3e49d979
+# %% ../nbs/08_data.ipynb #ac06ccfe
 class S2Cache:
     "An `S2Loader` whose processed series are kept on disk (float16, one `.npy` per patch), keyed by the loader's settings and the source files."
     def __init__(self, loader:S2Loader, folder):
@@ -57,8 +57,7 @@ class S2Cache:
         if not (self.folder / 'settings.json').exists(): _atomic_text(self.folder / 'settings.json', cfg)
     def path(self, row) -> Path:
         """Cache file of `row`: named by patch id and a hash of its Sentinel-2 files (path, size, mtime) and centroid."""
-        src = '|'.join(f"{row[k]}:{os.stat(row[k]).st_size}:{os.stat(row[k]).st_mtime_ns}" for k in ('s2_data', 's2_masks', 's2_products')
-                       if isinstance(row[k], str) and os.path.exists(row[k]))
+        src = '|'.join(_signature(row[k]) for k in ('s2_data', 's2_masks', 's2_products'))
         h = hashlib.sha1(f"{src}|{row['row']}|{row['col']}".encode()).hexdigest()[:10]
         return self.folder / str(row['domain']) / f"{int(row['id']):06d}_{h}.npy"
     def __call__(self, row) -> TensorS2:
@@ -76,10 +75,16 @@ class S2Cache:
         from concurrent.futures import ThreadPoolExecutor
         t, items = time.perf_counter(), [r for _, r in rows.iterrows()]
         with ThreadPoolExecutor(workers) as ex:
-            it = ex.map(lambda r: self(r) if not self.path(r).exists() else None, items)
+            it = ex.map(lambda r: None if self.path(r).exists() else self(r), items)  # only what is missing: no reading back
             for _ in (progress_bar(it, total=len(items), leave=False) if progress else it): pass
         files = list(self.folder.rglob('*.npy'))
         return dict(files=len(files), seconds=time.perf_counter() - t, mb=sum(f.stat().st_size for f in files) / 2**20)
+
+def _signature(path) -> str:
+    "Path, size and modification time of a file (just the path when it is missing: the loader reports that)."
+    try: st = os.stat(path)
+    except (OSError, TypeError): return str(path)
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
 
 def _atomic_text(path, text):
     tmp = Path(f"{path}.tmp{os.getpid()}"); tmp.write_text(text); os.replace(tmp, path)

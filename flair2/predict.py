@@ -20,12 +20,10 @@ from .inference import eval_loader
 from .check import preflight
 
 # %% auto #0
-__all__ = ['SPLITS', 'TTA_OPS', 'split_rows', 'find_model', 'd4_inverse', 'tta_probs', 'predict_arrays', 'pred_name',
-           'write_pred', 'read_pred', 'pick_tta', 'time_tta', 'predict', 'pred_folder', 'score_predictions']
+__all__ = ['TTA_OPS', 'split_rows', 'find_model', 'd4_inverse', 'tta_probs', 'predict_arrays', 'pred_name', 'write_pred',
+           'read_pred', 'pick_tta', 'time_tta', 'predict', 'pred_folder', 'score_predictions']
 
-# %% ../nbs/09d_predict.ipynb #e238b393
-SPLITS = ('test', 'train', 'valid', 'all')
-
+# %% ../nbs/09d_predict.ipynb #e636a3af
 def split_rows(index:pd.DataFrame, split='test', conf:dict|None=None) -> pd.DataFrame:
     """Rows of `index` in `split` (`valid` needs the model's `conf`), in id order."""
     if split not in SPLITS: raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")

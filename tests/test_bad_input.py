@@ -1,7 +1,6 @@
 """Bad input, everywhere: each kind of damage gives one clear line naming the file and the problem, a non-zero exit, no
 traceback (unless --debug), and no partial output."""
 import json, shutil
-from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
@@ -12,9 +11,9 @@ from flair2.io import patch_index, load_item
 TRAIN = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2_size', '16', '-s', 'n_bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
 
 
-def _first(tree, pattern):
-    """The first file matching `pattern` in the train split."""
-    return sorted(p for p in tree.rglob(pattern) if '_train' in str(p.relative_to(tree)))[0]
+def _first(tree, pattern, split='train'):
+    """The first file matching `pattern` in `split`."""
+    return sorted(p for p in tree.rglob(pattern) if f'_{split}' in str(p.relative_to(tree)))[0]
 
 
 def _rewrite_img(path, arr, dtype='uint8'):
@@ -26,8 +25,8 @@ def _rewrite_img(path, arr, dtype='uint8'):
 def _truncated(tree):
     p = _first(tree, 'IMG_*.tif'); p.write_bytes(p.read_bytes()[:300]); return p.name, 'truncated or corrupt pixel data'
 
-def _four_bands(tree):
-    p = _first(tree, 'IMG_*.tif')
+def _four_bands(tree, split='train'):
+    p = _first(tree, 'IMG_*.tif', split)
     with rasterio.open(p) as s: a = s.read()
     _rewrite_img(p, a[:4]); return p.name, 'expected 5 bands'
 
@@ -140,17 +139,11 @@ def test_predict_refuses_bad_model(damage, chain_run, tiny, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_predict_refuses_bad_image_before_writing(chain_run, tree, tmp_path, capsys):
-    name, problem = _four_bands_test(tree)
+    name, problem = _four_bands(tree, 'test')
     out = tmp_path / 'p'
     rc = main(['predict', '--model', str(chain_run), '--data', str(tree), '--out', str(out), '--quiet'])
     _one_line_error(capsys, rc, name, problem)
     assert not out.exists()
-
-
-def _four_bands_test(tree):
-    p = sorted(p for p in tree.rglob('IMG_*.tif') if 'aerial_test' in str(p))[-1]
-    with rasterio.open(p) as s: a = s.read()
-    _rewrite_img(p, a[:4]); return p.name, 'expected 5 bands'
 
 
 def test_unknown_papermill_parameter(tiny, tmp_path, capsys):

@@ -1,5 +1,5 @@
 """The prediction viewer in a real browser: Voila serves the chain's viewer notebook, Playwright drives Debian's headless Chromium."""
-import shutil, socket, subprocess, sys, time, urllib.request
+import shutil, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 from flair2.cli import outputs_dir
@@ -9,15 +9,10 @@ FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '-
          '--disable-component-update', '--disable-sync']  # the machine's network is closed: no background connections
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
 @pytest.fixture
-def served_viewer(chain_run, tmp_path):
+def served_viewer(chain_run, tmp_path, free_port):
     """URL of the chain's `15_viewer.ipynb` served by Voila on localhost."""
-    port, log = _free_port(), open(tmp_path / 'voila.log', 'w')
+    port, log = free_port, open(tmp_path / 'voila.log', 'w')
     proc = subprocess.Popen([str(Path(sys.executable).parent / 'voila'), str(chain_run / '15_viewer.ipynb'), '--no-browser',
                              f'--port={port}', '--Voila.ip=127.0.0.1'], stdout=log, stderr=subprocess.STDOUT)
     url, t = f'http://127.0.0.1:{port}/', time.time()

@@ -1,7 +1,6 @@
 """Scale and robustness: data-parallel training over 2 CPU processes (gloo), and runs killed with SIGKILL that resume."""
-import json, os, signal, socket, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
-import numpy as np
 import pytest
 import rasterio
 from flair2.synth import synthesize
@@ -14,11 +13,6 @@ SMALL = ['-s', 'bs', '2', '-s', 's2_size', '16', '-s', 'n_bins', '4', '-s', 's2_
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
 def _wait_for(cond, proc, timeout=300, what=''):
     t = time.time()
     while not cond():
@@ -28,11 +22,11 @@ def _wait_for(cond, proc, timeout=300, what=''):
 
 
 @pytest.mark.slow
-def test_data_parallel_on_two_cpu_processes(tiny, tmp_path):
+def test_data_parallel_on_two_cpu_processes(tiny, tmp_path, free_port):
     """torchrun, 2 processes, gloo: both ranks train, the metric covers the whole validation set, rank 0 alone writes."""
     out = tmp_path / 'ddp'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-           '--master_port', str(_free_port()), FLAIR2, 'train', '--data', str(tiny), '--out', str(out), '--quiet',
+           '--master_port', str(free_port), FLAIR2, 'train', '--data', str(tiny), '--out', str(out), '--quiet',
            '-s', 'epochs', '2', *SMALL]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
