@@ -7,9 +7,13 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTHON ?= python3.11
 
-.PHONY: run test env lock clean-env browser
+.PHONY: run test lab env lock clean-env browser
 run: $(VENV)/.installed
 	$(VENV)/bin/flair2 run $(ARGS)
+
+# JupyterLab on the project, with its kernel: the library notebooks in nbs/, the pipeline in nbs/pipeline/, runs in outputs/.
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(ARGS)
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest $(ARGS)

@@ -3,7 +3,7 @@ import shutil, socket
 from pathlib import Path
 import matplotlib
 import pytest
-from flair2.synth import synthesize
+from flair2.synth import tiny_tree
 
 matplotlib.use('agg')
 REAL = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'real'
@@ -17,19 +17,18 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session')
 def tiny(tmp_path_factory):
-    """A small dataset in the official layout: 2 train + 1 test domains, 2 zones each, 3 patches per zone, 64 px."""
-    return synthesize(tmp_path_factory.mktemp('data') / 'flair', seed=3, size=64, patches_per_zone=3, zones_per_domain=2,
-                      train_domains=2, test_domains=1, progress=False)
+    """The library notebooks' fixture (`flair2.synth.tiny_tree`): 2 train + 1 test domains, 2 zones each, 3 patches per zone, 64 px."""
+    return tiny_tree(tmp_path_factory.mktemp('data') / 'flair')
 
 
-SMOKE = dict(max_patches=12, n_samples=2, epochs=1, bs=4, s2_size=16, n_bins=4, lr_find_iters=4, find_lr='aerial,fused',
+SMOKE = dict(max_patches=12, n_samples=2, epochs=1, bs=4, s2={'size': 16, 'bins': 4}, lr_find_iters=4, find_lr='aerial,fused',
              n_worst=3, tta=2, tta_compare='1,2')  # smoke-sized parameters for the whole chain
 
 
 @pytest.fixture(scope='session')
 def chain_run(tiny, tmp_path_factory):
     """The whole notebook chain run once headless on `tiny` at smoke size; its run folder."""
-    from flair2.cli import run_chain
+    from flair2.chain import run_chain
     return run_chain(tiny, tmp_path_factory.mktemp('chain') / 'run', SMOKE, progress=False)
 
 

@@ -7,8 +7,9 @@ import rasterio
 from flair2.cli import main
 from flair2.core import FlairFormatError
 from flair2.io import patch_index, load_item
+from flair2.sentinel import S2Config
 
-TRAIN = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2_size', '16', '-s', 'n_bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
+TRAIN = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
 
 
 def _first(tree, pattern, split='train'):
@@ -108,7 +109,7 @@ def test_nan_in_sentinel_is_named_at_read_time(tree):
     a = np.load(p).astype(np.float32); a[:] = np.nan; np.save(p, a)
     idx = patch_index(tree)
     row = idx[idx.s2_data == str(p)].iloc[0]
-    with pytest.raises(FlairFormatError, match='NaN values in the Sentinel-2 crop'): load_item(row, 16)
+    with pytest.raises(FlairFormatError, match='NaN values in the Sentinel-2 crop'): load_item(row, S2Config(size=16))
 
 
 def test_all_cloud_series_is_reported(tree, capsys):

@@ -1,8 +1,9 @@
-"""The prediction viewer in a real browser: Voila serves the chain's viewer notebook, Playwright drives Debian's headless Chromium."""
-import shutil, subprocess, sys, time, urllib.request
+"""The prediction viewer in a real browser: Voila serves the chain's viewer notebook, JupyterLab opens and runs it; Playwright drives Debian's headless Chromium."""
+import os, shutil, subprocess, sys, time, urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 import pytest
-from flair2.cli import outputs_dir
+from flair2.chain import outputs_dir
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -13,7 +14,7 @@ FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '-
 def served_viewer(chain_run, tmp_path, free_port):
     """URL of the chain's `15_viewer.ipynb` served by Voila on localhost."""
     port, log = free_port, open(tmp_path / 'voila.log', 'w')
-    proc = subprocess.Popen([str(Path(sys.executable).parent / 'voila'), str(chain_run / '15_viewer.ipynb'), '--no-browser',
+    proc = subprocess.Popen([str(Path(sys.executable).parent / 'voila'), str(chain_run / '06_viewer.ipynb'), '--no-browser',
                              f'--port={port}', '--Voila.ip=127.0.0.1'], stdout=log, stderr=subprocess.STDOUT)
     url, t = f'http://127.0.0.1:{port}/', time.time()
     while True:
@@ -27,35 +28,47 @@ def served_viewer(chain_run, tmp_path, free_port):
     proc.terminate(); proc.wait(10); log.close()
 
 
-@pytest.mark.slow
-def test_viewer_in_chromium(served_viewer):
+def drive_viewer(page, shots:Path, prefix:str, full_page=True):
+    """On a page where the viewer notebook is running: wait for the widget, pick the 4th patch, switch to the error layer; a screenshot before and after."""
+    title = page.locator('.flair2-patch')
+    title.wait_for(timeout=240_000)  # the kernel ran the notebook and the widgets rendered
+    title.scroll_into_view_if_needed()
+    first, image = title.inner_text(), page.locator('.widget-image img, img.widget-image').first
+    src = image.get_attribute('src')
+    assert first.startswith('IMG_') and src and len(page.locator('.flair2-iou tr').all()) > 1
+    page.screenshot(path=str(shots / f'{prefix}first.png'), full_page=full_page)
+    picker = page.locator('.widget-dropdown', has=page.locator('label', has_text='patch')).locator('select')
+    labels = picker.evaluate('e => Array.from(e.options).map(o => o.text)')
+    assert len(labels) == 6 and labels[0].startswith(first)
+    picker.select_option(label=labels[3])
+    page.wait_for_function('t => document.querySelector(".flair2-patch").textContent !== t', arg=first, timeout=60_000)
+    page.wait_for_function('s => document.querySelector(".widget-image img, img.widget-image").src !== s', arg=src, timeout=60_000)
+    assert labels[3].startswith(title.inner_text())
+    src = image.get_attribute('src')
+    page.locator('.widget-toggle-buttons button', has_text='errors').click()  # another layer redraws the image
+    page.wait_for_function('s => document.querySelector(".widget-image img, img.widget-image").src !== s', arg=src, timeout=60_000)
+    page.screenshot(path=str(shots / f'{prefix}picked.png'), full_page=full_page)
+    assert (shots / f'{prefix}picked.png').stat().st_size > 10_000
+
+
+@contextmanager
+def chromium_page():
+    """A headless Chromium page (Debian's browser, driven by Playwright), and the screenshots folder."""
     if not Path(CHROMIUM).exists(): pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package, which failed here")
     from playwright.sync_api import sync_playwright
     shots = outputs_dir() / 'browser'; shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={'width': 1280, 'height': 1300})
-            page.goto(served_viewer, timeout=120_000)
-            title = page.locator('.flair2-patch')
-            title.wait_for(timeout=180_000)  # the kernel ran the notebook and the widgets rendered
-            first, image = title.inner_text(), page.locator('.widget-image img, img.widget-image').first
-            src = image.get_attribute('src')
-            assert first.startswith('IMG_') and src and len(page.locator('.flair2-iou tr').all()) > 1
-            page.screenshot(path=str(shots / 'viewer_first.png'), full_page=True)
-            picker = page.locator('.widget-dropdown', has=page.locator('label', has_text='patch')).locator('select')
-            labels = picker.evaluate('e => Array.from(e.options).map(o => o.text)')
-            assert len(labels) == 6 and labels[0].startswith(first)
-            picker.select_option(label=labels[3])
-            page.wait_for_function('t => document.querySelector(".flair2-patch").textContent !== t', arg=first, timeout=60_000)
-            page.wait_for_function('s => document.querySelector(".widget-image img, img.widget-image").src !== s', arg=src, timeout=60_000)
-            assert labels[3].startswith(title.inner_text())
-            src = image.get_attribute('src')
-            page.get_by_role('button', name='errors').click()  # another layer redraws the image
-            page.wait_for_function('s => document.querySelector(".widget-image img, img.widget-image").src !== s', arg=src, timeout=60_000)
-            page.screenshot(path=str(shots / 'viewer_picked.png'), full_page=True)
+        try: yield browser.new_page(viewport={'width': 1400, 'height': 1500}), shots
         finally: browser.close()
-    assert (shots / 'viewer_picked.png').stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_viewer_in_chromium(served_viewer):
+    """Voila serves the viewer notebook alone; the widgets answer a patch pick and a layer change."""
+    with chromium_page() as (page, shots):
+        page.goto(served_viewer, timeout=120_000)
+        drive_viewer(page, shots, 'viewer_')
 
 
 @pytest.mark.slow
@@ -78,3 +91,42 @@ def test_viewer_logic(chain_run, tiny):
     assert v.image.value != img and (v.layer(worst[-1], 'elevation', 'prediction', 0.) == v.layer(worst[-1], 'elevation', 'none')).all()
     t = v.iou_table(worst[-1])
     assert {'label', 'predicted', 'IoU'} <= set(t.columns) and (t[['label', 'predicted']].sum(1) > 0).all()
+
+
+@pytest.fixture
+def lab(chain_run, tmp_path, free_port):
+    """URL of JupyterLab (this environment's, with the project's kernel) serving the chain's run folder on localhost."""
+    token, log = 'flair2-browser-test', open(tmp_path / 'lab.log', 'w')
+    settings = tmp_path / 'settings' / '@jupyterlab' / 'notebook-extension'
+    settings.mkdir(parents=True)
+    (settings / 'tracker.jupyterlab-settings').write_text('{"windowingMode": "none"}')  # every cell in the page, as a reader scrolls it
+    news = tmp_path / 'settings' / '@jupyterlab' / 'apputils-extension'; news.mkdir(parents=True)
+    (news / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false"}')  # no question about news over the screenshot
+    env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp_path / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp_path / 'runtime'),
+           'JUPYTERLAB_SETTINGS_DIR': str(tmp_path / 'settings'), 'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path / 'workspaces')}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / 'jupyter-lab'), '--no-browser', f'--port={free_port}',
+                             '--ServerApp.ip=127.0.0.1', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={chain_run}',
+                             '--ServerApp.allow_root=True', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    base, t = f'http://127.0.0.1:{free_port}', time.time()
+    while True:
+        try:
+            urllib.request.urlopen(f'{base}/api/status?token={token}', timeout=2).close(); break
+        except OSError:
+            if proc.poll() is not None or time.time() - t > 90:
+                proc.kill(); pytest.fail(f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield f'{base}/lab/tree/06_viewer.ipynb?token={token}'
+    proc.terminate(); proc.wait(20); log.close()
+
+
+@pytest.mark.slow
+def test_viewer_in_jupyterlab(lab):
+    """A user opens the run's viewer notebook in JupyterLab, runs all its cells, picks a patch and a layer; the widget answers each time."""
+    with chromium_page() as (page, shots):
+        page.goto(lab, timeout=120_000)
+        page.locator('.jp-NotebookPanel .jp-Cell').first.wait_for(timeout=120_000)
+        page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(timeout=120_000)  # the project's kernel started
+        page.locator('.lm-MenuBar-item', has_text='Run').click()
+        page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+        drive_viewer(page, shots, 'jupyterlab_viewer_', full_page=False)

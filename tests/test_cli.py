@@ -2,12 +2,13 @@
 import subprocess, sys
 from pathlib import Path
 import pytest
-from flair2.cli import main, parse_params, check_params
+from flair2.cli import main
+from flair2.chain import parse_params, check_params
 
 
 def test_synth_then_check(tmp_path, capsys):
     out = tmp_path / 'd'
-    assert main(['synth', str(out), '--size', '32', '--patches', '2', '--zones', '1', '--train-domains', '1',
+    assert main(['synth', str(out), '--size', '32', '--patches-per-zone', '2', '--zones-per-domain', '1', '--train-domains', '1',
                  '--test-domains', '1', '--quiet']) == 0
     assert 'wrote 4 patches' in capsys.readouterr().out
     assert main(['synth', str(out), '--quiet']) == 2  # refuses to overwrite, one line

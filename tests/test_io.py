@@ -6,6 +6,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 from flair2.core import FlairFormatError, OTHER
+from flair2.sentinel import S2Config
 from flair2.io import (find_splits, patch_index, load_patch, load_item, read_aerial, read_mask, read_products, product_date,
                        crop_centered, read_sentinel, patch_num, tif_profile)
 
@@ -38,13 +39,13 @@ def test_not_a_flair_tree(tmp_path):
 
 def test_load_patch_contents(tiny):
     idx = patch_index(tiny)
-    p = load_patch(tiny, idx.patch[0], sentinel_size=40)
+    p = load_patch(tiny, idx.patch[0], S2Config(size=40))
     assert p['aerial'].shape == (5, 64, 64) and p['aerial'].dtype == np.uint8
     assert p['mask'].shape == (64, 64) and p['mask'].max() <= OTHER
     T = len(p['dates'])
     assert p['sentinel'].shape == (T, 10, 40, 40) and p['sentinel_masks'].shape == (T, 2, 40, 40)
     assert p['meta']['crs'].to_epsg() == 2154 and p['meta']['transform'].a == pytest.approx(1.6)
-    sub = load_patch(tiny, int(idx.id[0]), sentinel_size=8, aerial_bands=['NIR', 'elevation'], s2_bands=['B8'])
+    sub = load_patch(tiny, int(idx.id[0]), S2Config(size=8, bands=['B8']), aerial_bands=['NIR', 'elevation'])
     assert sub['aerial'].shape[0] == 2 and sub['sentinel'].shape[1] == 1
     assert (sub['aerial'][0] == p['aerial'][3]).all()
 

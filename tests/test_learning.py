@@ -7,11 +7,14 @@ import torch
 from fastai.callback.core import Callback, CancelFitException
 from flair2.core import FlairFormatError
 from flair2.io import patch_index
+from flair2.sentinel import S2Config
 from flair2.data import flair_dls, S2Loader
-from flair2.learner import TrainConfig, train, load_flair_model, resume_state
-from flair2.inference import evaluate, scores
+from flair2.saved import TrainConfig, load_model
+from flair2.learner import train, resume_state
+from flair2.inference import evaluate
+from flair2.metrics import scores
 
-SMALL = dict(bs=4, s2_size=16, n_bins=4, s2_dim=16, width=32)
+SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), s2_dim=16, width=32)
 
 
 class StopAfter(Callback):
@@ -45,34 +48,34 @@ def test_resume_after_interruption(index, tmp_path):
 def test_saved_model_format_and_errors(index, tmp_path):
     d = tmp_path / 'm'
     learn = train(index, TrainConfig(mode='sentinel', epochs=1, **SMALL), d)
-    model, conf = load_flair_model(d)
-    assert conf['config']['mode'] == 'sentinel' and len(conf['stats']['aerial_mean']) == 5 and conf['valid_domains']
+    model = load_model(d)
+    assert model.mode == 'sentinel' and len(model.stats['aerial_mean']) == 5 and model.valid_domains
     assert not any(p.suffix in ('.pkl', '.pickle') for p in d.iterdir())
     # the model scores the validation domains exactly as the training metric did
-    rows = index[(index.split == 'train') & index.domain.isin(conf['valid_domains'])]
-    assert scores(evaluate(model, conf, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
+    rows = index[(index.split == 'train') & index.domain.isin(model.valid_domains)]
+    assert scores(evaluate(model, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
     cj, w = d / 'config.json', d / 'model.safetensors'
     good_conf, good_w = cj.read_text(), w.read_bytes()
     # tampered weights
     w.write_bytes(good_w[:-4] + b'\x01\x02\x03\x04')
-    with pytest.raises(FlairFormatError, match='model.safetensors: checksum differs'): load_flair_model(d)
+    with pytest.raises(FlairFormatError, match='model.safetensors: checksum differs'): load_model(d)
     # truncated weights whose checksum was updated: unreadable
     w.write_bytes(good_w[:100])
     import hashlib
     c = json.loads(good_conf); c['sha256'] = hashlib.sha256(good_w[:100]).hexdigest(); cj.write_text(json.dumps(c))
-    with pytest.raises(FlairFormatError, match='unreadable safetensors'): load_flair_model(d)
+    with pytest.raises(FlairFormatError, match='unreadable safetensors'): load_model(d)
     # weights of another architecture
     w.write_bytes(good_w); c = json.loads(good_conf); c['config']['mode'] = 'fused'; cj.write_text(json.dumps(c))
-    with pytest.raises(FlairFormatError, match='weights do not fit'): load_flair_model(d)
+    with pytest.raises(FlairFormatError, match='weights do not fit'): load_model(d)
     # broken or missing config
     cj.write_text("{not json")
-    with pytest.raises(FlairFormatError, match='config.json: not valid JSON'): load_flair_model(d)
+    with pytest.raises(FlairFormatError, match='config.json: not valid JSON'): load_model(d)
     cj.unlink()
-    with pytest.raises(FlairFormatError, match='config.json: file not found'): load_flair_model(d)
+    with pytest.raises(FlairFormatError, match='config.json: file not found'): load_model(d)
 
 
 def test_loader_with_workers(index):
-    dls = flair_dls(index, bs=4, num_workers=2, s2=S2Loader(size=16, n_bins=4), device='cpu')
+    dls = flair_dls(index, bs=4, num_workers=2, s2=S2Loader(S2Config(size=16, bins=4)), device='cpu')
     xa, xs, y = dls.one_batch()
     assert xa.shape[0] == 4 and xs.shape[1:3] == (4, 11) and y.dtype == torch.int64
     assert set(dls.valid.items.domain).isdisjoint(set(dls.train.items.domain))  # held-out domains
@@ -92,9 +95,9 @@ def test_augmentation_keeps_modalities_aligned():
 
 
 def test_random_split_is_recorded_and_scored(index, tmp_path):
-    learn = train(index, TrainConfig(mode='aerial', epochs=1, split='random', valid_pct=0.25, **SMALL), tmp_path / 'rs')
-    model, conf = load_flair_model(tmp_path / 'rs')
+    learn = train(index, TrainConfig(mode='aerial', epochs=1, valid_by='random', valid_pct=0.25, **SMALL), tmp_path / 'rs')
+    model = load_model(tmp_path / 'rs')
     n_train = ((index.split == 'train') & index.msk.notna()).sum()
-    assert len(conf['valid_ids']) == round(n_train * 0.25)
-    rows = index[index.id.isin(conf['valid_ids'])]
-    assert scores(evaluate(model, conf, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
+    assert len(model.valid_ids) == round(n_train * 0.25)
+    rows = index[index.id.isin(model.valid_ids)]
+    assert scores(evaluate(model, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)

@@ -5,11 +5,12 @@ import pytest
 import rasterio
 from flair2.synth import synthesize
 from flair2.io import patch_index
-from flair2.learner import load_flair_model
-from flair2.inference import evaluate, scores
+from flair2.saved import load_model
+from flair2.inference import evaluate
+from flair2.metrics import scores
 
 FLAIR2 = str(Path(sys.executable).parent / 'flair2')
-SMALL = ['-s', 'bs', '2', '-s', 's2_size', '16', '-s', 'n_bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
+SMALL = ['-s', 'bs', '2', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
@@ -37,9 +38,9 @@ def test_data_parallel_on_two_cpu_processes(tiny, tmp_path, free_port):
     assert conf['distributed']['world_size'] == 2 and len(per_rank) == 2 and per_rank[0] == per_rank[1] > 0
     assert sum(per_rank) <= 2 * n_train  # each rank saw its share of the two epochs (fastai drops the last partial batch)
     # the metric the ranks computed together equals a single-process pass over every validation patch
-    model, conf = load_flair_model(out)
+    model = load_model(out)
     idx = patch_index(tiny)
-    pp = evaluate(model, conf, idx[idx.id.isin(conf['valid_ids'])], device='cpu')
+    pp = evaluate(model, idx[idx.id.isin(conf['valid_ids'])], device='cpu')
     assert len(pp) == len(conf['valid_ids']) and abs(scores(pp)['miou'] - conf['metrics']['miou']) < 1e-6
     files = sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file())
     assert files == ['ckpt/ckpt.json', 'ckpt/ckpt.pth', 'ckpt/stats.json', 'config.json', 'model.safetensors']
@@ -98,9 +99,11 @@ def test_prediction_killed_resumes_without_redoing(chain_run, wide, tmp_path):
 
 def test_s2_cache_in_training(tiny, tmp_path):
     """`s2_cache`: built once before training (one file per training patch), read back by later runs, not part of the model."""
-    from flair2.learner import TrainConfig, train
+    from flair2.saved import TrainConfig
+    from flair2.sentinel import S2Config
+    from flair2.learner import train
     idx = patch_index(tiny)
-    cfg = TrainConfig(epochs=1, bs=4, s2_size=16, n_bins=4, s2_dim=16, width=32, s2_cache=str(tmp_path / 'cache'))
+    cfg = TrainConfig(epochs=1, bs=4, s2=S2Config(size=16, bins=4), s2_dim=16, width=32, s2_cache=str(tmp_path / 'cache'))
     learn = train(idx, cfg, tmp_path / 'a', progress=False)
     files = list((tmp_path / 'cache').rglob('*.npy'))
     assert len(files) == len(idx.query("split == 'train'"))
@@ -109,4 +112,4 @@ def test_s2_cache_in_training(tiny, tmp_path):
     assert {f: f.stat().st_mtime_ns for f in (tmp_path / 'cache').rglob('*.npy')} == stamp  # read, not rewritten
     assert learn2.final_metrics['miou'] == learn.final_metrics['miou']  # the same inputs, the same seeded run
     conf = json.loads((tmp_path / 'a' / 'config.json').read_text())
-    assert 'cache' not in json.dumps(conf['s2'])
+    assert 'cache' not in json.dumps(conf['config']['s2'])

@@ -3,7 +3,7 @@ import glob
 import numpy as np
 import pytest
 from flair2.io import product_date, patch_index, load_item
-from flair2.sentinel import keep_dates, covered_pixels, date_bins, aggregate, process_series, footprint_labels
+from flair2.sentinel import S2Config, keep_dates, covered_pixels, date_bins, aggregate, process_series, footprint_labels
 
 
 def ign_rule(masks, thr=60, area=0.5):
@@ -50,7 +50,7 @@ def test_thresholds_are_parameters(treesat):
 
 def test_monthly_bins_on_real_series(treesat):
     data, masks, dates = treesat[0]
-    s2, valid = aggregate(data, dates, keep_dates(masks), covered_pixels(masks), n_bins=12)
+    s2, valid = aggregate(data, dates, keep_dates(masks), covered_pixels(masks), bins=12)
     assert s2.shape == (12, 10, 6, 6) and s2.dtype == np.float32 and not np.isnan(s2).any()
     assert valid.sum() >= 6 and (s2[~valid] == 0).all()
     nir, red = s2[valid, 6].mean((1, 2)), s2[valid, 2].mean((1, 2))
@@ -58,7 +58,7 @@ def test_monthly_bins_on_real_series(treesat):
     ndvi = (nir - red) / (nir + red)
     summer, winter = ndvi[(months >= 5) & (months <= 7)], ndvi[(months <= 1) | (months >= 11)]
     if len(summer) and len(winter): assert summer.mean() > winter.mean()  # a real forest greens in summer
-    s4, v4 = aggregate(data, dates, keep_dates(masks), n_bins=4, how='median')
+    s4, v4 = aggregate(data, dates, keep_dates(masks), bins=4, how='median')
     assert s4.shape[0] == 4 and v4.all()
 
 
@@ -86,7 +86,7 @@ def test_all_cloud_series_gives_invalid_bins():
 
 def test_process_series_and_footprint(tiny):
     r = patch_index(tiny).iloc[0]
-    s = process_series(load_item(r, sentinel_size=20), n_bins=6, pixel_thr=10)
+    s = process_series(load_item(r, S2Config(size=20)), S2Config(bins=6, pixel_thr=10))
     assert s['s2'].shape == (6, 10, 20, 20) and s['s2_valid'].shape == (6,)
     lab, share = footprint_labels(s['mask'], s['meta']['transform'].a, 20)
     inside = lab != 255
