@@ -56,16 +56,15 @@ def settings(a,  # parsed arguments
     val = lambda v: tuple(v) if isinstance(v, list) else v
     return cls(**{f.name: val(getattr(a, f.name)) for f in fields(cls) if hasattr(a, f.name)})
 
-# %% ../nbs/17_cli.ipynb #ad6be524
-def _index(a, progress=True):
+# %% ../nbs/17_cli.ipynb #242e29e0
+def _index(a):
     "The index of the command's dataset (`--data`, else the embedded one)."
-    return patch_index(data_root(a.data, progress and not a.quiet))
+    return patch_index(data_root(a.data, not a.quiet))
 
-# %% ../nbs/17_cli.ipynb #de1c5291
+# %% ../nbs/17_cli.ipynb #4536b932
 def _cmd_synth(a):
     t = time.time()
-    cfg = settings(a, SynthConfig)
-    root = synthesize(a.out, overwrite=a.overwrite, progress=not a.quiet, **{k: v for k, v in vars(cfg).items()})
+    root = synthesize(a.out, overwrite=a.overwrite, progress=not a.quiet, **vars(settings(a, SynthConfig)))
     print(f"wrote {len(list(root.rglob('IMG_*.tif')))} patches to {root} in {time.time() - t:.1f} s")
     return 0
 

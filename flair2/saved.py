@@ -168,7 +168,7 @@ def load_model(path,         # a model folder, or a run folder with `models/<mod
     except RuntimeError as e: raise FlairFormatError(wf, f"weights do not fit the configured model ({str(e).splitlines()[0]})") from None
     return SavedModel(folder, conf, cfg, net.to(device).eval())
 
-# %% ../nbs/09_saved.ipynb #cc5044c8
+# %% ../nbs/09_saved.ipynb #8106654d
 def split_rows(index:pd.DataFrame,             # a `patch_index`
                split='test',                   # one of `SPLITS`
                model:SavedModel|None=None      # the model whose validation patches `valid` means
