@@ -13,9 +13,10 @@ from .io import *
 from .sentinel import keep_dates
 
 # %% auto #0
-__all__ = ['check_patch', 'check_zone', 'orphan_masks', 'check_tree', 'preflight', 'preflight_index']
+__all__ = ['WARNING', 'check_patch', 'check_zone', 'crop_fits', 'orphan_masks', 'check_tree', 'is_warning', 'preflight',
+           'preflight_index']
 
-# %% ../nbs/05_check.ipynb #d9fc530f
+# %% ../nbs/05_check.ipynb #ec9ee95e
 def _try(problems:list, fn, *args):
     "Run `fn`, recording a `FlairFormatError` as a problem; returns the result or `None`."
     try: return fn(*args)
@@ -39,9 +40,10 @@ def check_patch(row,          # an index row
     if row['row'] < 0: out.append((row['img'], 'no centroid in the centroids JSON'))
     return out
 
-# %% ../nbs/05_check.ipynb #6524bd93
-def check_zone(rows,      # the index rows of one zone
-               deep=False # also read the arrays
+# %% ../nbs/05_check.ipynb #97c1b820
+def check_zone(rows,       # the index rows of one zone
+               deep=False, # also read the arrays
+               strict=True # also what other tools need: IGN's unpadded 40-pixel crops (an error) and 112-pixel ones (a warning)
               ) -> list[tuple[str, str]]:
     """Problems of one zone's Sentinel-2 triple, and of its patches' centroids against the super-area."""
     r0, out = rows.iloc[0], []
@@ -73,9 +75,31 @@ def check_zone(rows,      # the index rows of one zone
     for _, r in rows[rows.row >= 0].iterrows():
         if not (0 <= r['row'] < H and 0 <= r['col'] < W):
             out.append((r['img'], f"centroid (row {r['row']}, col {r['col']}) outside the {H}×{W} super-area"))
+        elif strict: out += _crop_problems(r, H, W)
     return out
 
-# %% ../nbs/05_check.ipynb #363dbb2a
+# %% ../nbs/05_check.ipynb #6c1701d9
+WARNING = 'warning: '  # problems that start with this do not fail a check
+
+def crop_fits(row:int, col:int, # the centroid
+              size:int,         # crop side
+              H:int, W:int      # the super-area's size
+             ) -> bool:
+    "Whether the `size`×`size` crop centred on (`row`, `col`), as `crop_centered` and IGN's loader cut it, lies inside H×W."
+    r0, c0 = row - size // 2, col - size // 2
+    return r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W
+
+# %% ../nbs/05_check.ipynb #a8e8b480
+def _crop_problems(r, H, W) -> list[tuple[str, str]]:
+    "The error (40-pixel crop) or warning (112-pixel crop) for a centroid too close to its super-area's edge."
+    at = f"centroid (row {r['row']}, col {r['col']}) of the {H}×{W} super-area"
+    if not crop_fits(r['row'], r['col'], 40, H, W):
+        return [(r['img'], f"the 40-pixel Sentinel-2 crop around {at} leaves the super-area: IGN's loader fails on this patch")]
+    if not crop_fits(r['row'], r['col'], 112, H, W):
+        return [(r['img'], f"{WARNING}the 112-pixel Sentinel-2 crop around {at} leaves the super-area (the largest crop IGN's loader allows)")]
+    return []
+
+# %% ../nbs/05_check.ipynb #836440d6
 def orphan_masks(root, # the dataset folder
                  index # its `patch_index`
                 ) -> list[tuple[str, str]]:
@@ -90,7 +114,7 @@ def orphan_masks(root, # the dataset folder
                     if n.endswith('.tif') and p not in have: out.append((p, f"mask without image (no IMG_{n[4:]} in {d['aerial'].name}/{dom}/{zone}/img)"))
     return out
 
-# %% ../nbs/05_check.ipynb #2c8e622e
+# %% ../nbs/05_check.ipynb #d4c70aa0
 def check_tree(root,          # the dataset folder
                deep=False,    # also read every pixel
                progress=False # show a progress bar
@@ -109,7 +133,13 @@ def check_tree(root,          # the dataset folder
     probs += orphan_masks(root, index)
     return probs, dict(patches=len(index), zones=len(zones), splits=sorted(index.split.unique()))
 
-# %% ../nbs/05_check.ipynb #a3788a45
+# %% ../nbs/05_check.ipynb #3fddbb8a
+def is_warning(problem:str # a problem's text
+              ) -> bool:
+    "Whether a reported problem is only a warning."
+    return problem.startswith(WARNING)
+
+# %% ../nbs/05_check.ipynb #6cfbeb25
 def preflight(rows,          # index rows a command will read
               labelled=True, # they must have masks
               workers=8      # reading threads
@@ -118,13 +148,13 @@ def preflight(rows,          # index rows a command will read
     if not len(rows): return
     zones = [g for _, g in rows.groupby(['split', 'domain', 'zone'], sort=False)]
     with ThreadPoolExecutor(workers) as ex:
-        probs = [p for ps in ex.map(check_zone, zones) for p in ps]
+        probs = [p for ps in ex.map(lambda z: check_zone(z, strict=False), zones) for p in ps]
         probs += [p for ps in ex.map(lambda r: check_patch(r, False, labelled), (r for _, r in rows.iterrows())) for p in ps]
     if probs:
         more = f" (and {len(probs) - 1} more problem(s): run `flair2 check` on the dataset)" if len(probs) > 1 else ''
         raise FlairFormatError(probs[0][0], probs[0][1] + more)
 
-# %% ../nbs/05_check.ipynb #0f9ca726
+# %% ../nbs/05_check.ipynb #3b496d13
 def preflight_index(index # a whole `patch_index`
                    ) -> None:
     "`preflight` for every patch of `index`: the train split must have masks, the other splits may not."

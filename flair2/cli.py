@@ -12,7 +12,7 @@ from fastcore.docments import docments
 from .core import *
 from .synth import SynthConfig, synthesize
 from .io import patch_index
-from .check import check_tree, preflight
+from .check import check_tree, preflight, is_warning
 from .metrics import scores, per_domain
 from .saved import TrainConfig, load_model, split_rows
 from .predict import PredictConfig, predict, score_predictions
@@ -74,9 +74,10 @@ def _cmd_check(a):
     root = a.root or data_root(a.data, not a.quiet)
     probs, stats = check_tree(root, deep=a.deep, progress=not a.quiet)
     for path, msg in probs: print(f"{path}: {msg}")
-    print(f"{'OK' if not probs else 'FAILED'}: {stats['patches']} patches in {stats['zones']} zones checked ({'deep' if a.deep else 'header'}) "
-          f"in {time.time() - t:.1f} s, {len(probs)} problem(s)")
-    return 0 if not probs else 1
+    errors = [m for _, m in probs if not is_warning(m)]
+    print(f"{'OK' if not errors else 'FAILED'}: {stats['patches']} patches in {stats['zones']} zones checked ({'deep' if a.deep else 'header'}) "
+          f"in {time.time() - t:.1f} s, {len(errors)} problem(s)" + (f", {len(probs) - len(errors)} warning(s)" if len(probs) > len(errors) else ''))
+    return 0 if not errors else 1
 
 # %% ../nbs/17_cli.ipynb #5e51b47c
 def _cmd_run(a):

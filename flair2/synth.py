@@ -16,8 +16,8 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 
 # %% auto #0
-__all__ = ['WOODS', 'FIELDS', 'APPEAR', 'PARCEL_PRIOR', 'SPECTRA', 'TINY', 'SynthConfig', 'phenology', 'class_spectra', 'Zone',
-           'render_aerial', 'class_fractions', 'render_sentinel', 'synthesize', 'tiny_tree']
+__all__ = ['WOODS', 'FIELDS', 'APPEAR', 'HEIGHT', 'CROWN', 'PARCEL_PRIOR', 'SPECTRA', 'TINY', 'SynthConfig', 'phenology',
+           'class_spectra', 'Zone', 'render_aerial', 'class_fractions', 'render_sentinel', 'synthesize', 'tiny_tree']
 
 # %% ../nbs/01_synth.ipynb #cd8643fc
 @dataclass
@@ -30,7 +30,7 @@ class SynthConfig:
     test_domains: int = 2        # domains in the test split
     zones_per_domain: int = 3    # zones (Sentinel-2 super-areas) per domain
     patches_per_zone: int = 16   # aerial patches per zone, on a grid
-    margin: tuple = (6, 16)      # Sentinel-2 pixels of super-area around a zone's patches (min, max)
+    margin: tuple = (56, 62)     # Sentinel-2 pixels of super-area beyond the outermost centroids (min, max); ≥ 56: 112-px crops fit
     dates: tuple = (20, 40)      # number of Sentinel-2 dates per zone (min, max)
     parcel_m: float = 60.0       # mean parcel spacing in metres
     s2_dtype: str = 'int16'      # Sentinel-2 reflectance dtype: int16 or uint16
@@ -39,15 +39,17 @@ class SynthConfig:
     @property
     def res(self) -> float: return self.pixel_size or 102.4 / self.size
 
-# %% ../nbs/01_synth.ipynb #39e21222
-WOODS, FIELDS = (6, 7, 8), (10, 11, 12)  # the two groups that look alike from the air
+# %% ../nbs/01_synth.ipynb #3f79c464
+WOODS, FIELDS = (6, 7, 8), (10, 11, 12)  # the vegetation groups whose classes Sentinel-2's year helps to tell apart
 APPEAR = {1: (150, 105, 95, 105, 10, 1.0), 2: (100, 125, 85, 150, 14, 1.5), 3: (125, 122, 118, 95, 8, 2.0),
-          4: (165, 145, 115, 135, 10, 3.0), 5: (45, 70, 85, 25, 3, 6.0), 6: (62, 88, 58, 135, 22, 2.5),
-          7: (62, 88, 58, 135, 22, 2.5), 8: (62, 88, 58, 135, 22, 2.5), 9: (115, 120, 88, 125, 6, 3.0),
-          10: (118, 138, 92, 150, 8, 4.0), 11: (118, 138, 92, 150, 8, 4.0), 12: (118, 138, 92, 150, 8, 4.0),
+          4: (165, 145, 115, 135, 10, 3.0), 5: (45, 70, 85, 25, 3, 6.0), 6: (50, 76, 62, 112, 18, 1.5),
+          7: (66, 94, 56, 150, 22, 3.0), 8: (84, 100, 68, 134, 24, 2.0), 9: (115, 120, 88, 125, 6, 3.0),
+          10: (112, 138, 88, 160, 7, 4.0), 11: (128, 134, 84, 148, 8, 5.0), 12: (142, 124, 100, 120, 11, 3.0),
           13: (70, 175, 205, 45, 3, 2.0), 14: (235, 238, 242, 210, 4, 5.0), 15: (135, 120, 95, 120, 16, 2.0),
           16: (70, 92, 62, 130, 20, 2.5), 17: (95, 105, 75, 130, 15, 2.0), 18: (205, 205, 212, 160, 5, 2.0),
           19: (140, 130, 120, 110, 12, 2.0)}
+HEIGHT = {6: (12, 25), 7: (10, 22), 8: (1.5, 5), 16: (8, 20)}  # canopy height range (m) of the wooded classes
+CROWN = {6: 0.8, 7: 2.5, 8: 1.5, 16: 1.8}                     # crown size (m): the texture and the shade between crowns
 # parcel classes and their base share of the landscape (objects 1, 13, 18 are added on top)
 PARCEL_PRIOR = {2: .075, 3: .107, 4: .04, 5: .04, 6: .11, 7: .11, 8: .10, 9: .04, 10: .13, 11: .13, 12: .10,
                 14: .002, 15: .004, 16: .004, 17: .004, 19: .004}
@@ -107,7 +109,8 @@ class Zone:
         self.seeds = np.c_[x0 + rng.uniform(-parcel_m, width_m + parcel_m, n), y0 - rng.uniform(-parcel_m, height_m + parcel_m, n)]
         vals, p = np.array(list(prior)), np.array(list(prior.values()))
         self.cls = rng.choice(vals, n, p=p / p.sum())
-        self.height = rng.uniform(8, 22, n) * np.isin(self.cls, (*WOODS, 16))   # canopy height of woods
+        lo, hi = np.array([HEIGHT.get(c, (0, 0)) for c in self.cls]).T
+        self.height = rng.uniform(lo, hi)                                       # canopy height of woods and brushwood
         self.angle = rng.uniform(0, np.pi, n)                                   # vineyard row direction
         self.tree = cKDTree(self.seeds)
         self.objects = self._objects(rng, parcel_m)
@@ -168,13 +171,17 @@ def render_aerial(zone:Zone,  # the landscape
     isp = inst < len(zone.seeds)
     ang = np.where(isp, zone.angle[np.minimum(inst, len(zone.seeds) - 1)], 0)
     rows = np.sin(2 * np.pi * (X * np.cos(ang) + Y * np.sin(ang)) / 2.5)
-    tex = tex + np.where(lab == 9, 18 * rows, 0)
-    crowns = _noise(rng, lab.shape, 1.5 / res)
-    img = (colour + tex[..., None]) * gain + offset
-    img[..., 3] += np.where(np.isin(lab, (*WOODS, 16)), 8 * crowns, 0)
+    tex = tex + np.where(lab == 9, 18 * rows, 0) + np.where(lab == 11, 5 * np.sin(2 * np.pi * (X * np.cos(ang) + Y * np.sin(ang)) / 3.0), 0)  # tramlines
+    wood = np.isin(lab, list(CROWN))
+    crowns = np.zeros(lab.shape)
+    for v, size in CROWN.items():
+        if (lab == v).any(): crowns = np.where(lab == v, _noise(rng, lab.shape, size / res), crowns)
+    shade = np.where(wood, np.clip(-crowns, 0, None) * np.where(lab == 6, .22, .12), 0)  # dark gaps between crowns
+    img = (colour + tex[..., None]) * (1 - shade[..., None]) * gain + offset
+    img[..., 3] += np.where(wood, 8 * crowns, 0)
     hgt = np.zeros(lab.shape)
     par_h = np.where(isp, zone.height[np.minimum(inst, len(zone.seeds) - 1)], 0)
-    hgt += np.where(np.isin(lab, (*WOODS, 16)), par_h * (0.75 + 0.2 * crowns), 0)
+    hgt += np.where(wood, par_h * (0.75 + 0.2 * crowns), 0)
     obj_h = np.array([o[5] for o in zone.objects] or [0.])
     hgt += np.where(~isp, obj_h[np.clip(inst - len(zone.seeds), 0, len(obj_h) - 1)], 0)
     hgt += np.select([lab == 9, lab == 17, lab == 15], [1.5 + 0.5 * rows, 3., 0.5], 0.) + 0.3 * np.abs(fine)
@@ -267,10 +274,10 @@ def _zone_plan(cfg, rng):
     step = int(np.ceil(ext / 10))                      # S2 pixels between patch centres
     g = int(np.ceil(np.sqrt(cfg.patches_per_zone)))
     m = int(rng.integers(cfg.margin[0], cfg.margin[1] + 1))
-    H = W = 2 * m + g * step
+    H = W = 2 * m + (g - 1) * step + 1                 # m pixels beyond the outermost centroids on every side
     x0 = 10. * rng.integers(60000, 100000); y0 = 10. * rng.integers(620000, 700000)
     cells = rng.permutation(g * g)[:cfg.patches_per_zone]
-    cents = [(m + (c // g) * step + step // 2, m + (c % g) * step + step // 2) for c in sorted(cells)]
+    cents = [(m + (c // g) * step, m + (c % g) * step) for c in sorted(cells)]
     return H, W, x0, y0, cents
 
 def _write_zone(cfg, zrng, dom, zname, out:Path, next_id:int, cents_json:dict, meta_json:dict) -> int:

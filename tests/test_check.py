@@ -88,3 +88,37 @@ def test_empty_and_missing_trees(tmp_path, capsys):
     assert main(['check', str(tmp_path), '--quiet']) == 1
     assert 'no FLAIR #2 split folders' in capsys.readouterr().out
     assert main(['check', str(tmp_path / 'nope'), '--quiet']) == 1
+
+
+def test_crops_near_the_edge(tree, capsys):
+    """A centroid 10 pixels from its super-area's edge breaks IGN's 40-pixel crop (an error); 30 pixels, its 112-pixel one (a warning)."""
+    idx = patch_index(tree)
+    cj = tree / 'flair-2_centroids_sp_to_patch.json'
+    cents = json.loads(cj.read_text())
+    a, b, c = idx.iloc[0], idx.iloc[1], idx.iloc[2]
+    H = np.load(a.s2_data, mmap_mode='r').shape[2]
+    cents[f"{a.patch}.tif"], cents[f"{b.patch}.tif"], cents[f"{c.patch}.tif"] = [30, int(a.col)], [int(b.row), 10], [H - 19, int(c.col)]
+    cj.write_text(json.dumps(cents))
+    probs = problems(tree)
+    assert has(probs, a.patch, "warning: the 112-pixel Sentinel-2 crop") and has(probs, b.patch, "the 40-pixel Sentinel-2 crop")
+    assert has(probs, c.patch, "the 40-pixel Sentinel-2 crop") and len(probs) == 3  # the crop around row H-20 still fits (rows H-40..H-1); around H-19 it does not
+    assert main(['check', '--data', str(tree), '--quiet']) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith('FAILED') and '2 problem(s), 1 warning(s)' in out[-1]
+    cents[f"{b.patch}.tif"], cents[f"{c.patch}.tif"] = [int(b.row), int(b.col)], [int(c.row), int(c.col)]
+    cj.write_text(json.dumps(cents))
+    assert main(['check', str(tree), '--quiet']) == 0  # a warning alone does not fail the check
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith('0 problem(s), 1 warning(s)')
+    from flair2.check import preflight_index
+    preflight_index(patch_index(tree))  # flair2 pads its crops: nothing here stops a run
+
+
+def test_truncated_geotiff_seen_from_its_header(tree):
+    """A GeoTIFF cut short is reported by the header-only check, before any pixel is read."""
+    img = sorted(tree.rglob('IMG_*.tif'))[3]
+    img.write_bytes(img.read_bytes()[:-1000])
+    mask = sorted(tree.rglob('MSK_*.tif'))[5]
+    mask.write_bytes(mask.read_bytes()[:-10])
+    probs = problems(tree)
+    assert has(probs, img.name, 'truncated or corrupt pixel data (the header puts the last pixels at byte')
+    assert has(probs, mask.name, 'truncated or corrupt pixel data') and len(probs) == 2

@@ -1,12 +1,14 @@
-"""The embedded dataset: deterministic, in the official format, and with an answer that needs Sentinel-2."""
+"""The embedded dataset: deterministic, in the official format, with room for any crop IGN allows, and the modalities balanced as in the real data."""
 import hashlib, json
 from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from flair2.synth import synthesize, SynthConfig, class_spectra, WOODS, FIELDS
-from flair2.io import patch_index, read_mask, read_aerial, read_products
+from flair2.synth import synthesize, SynthConfig, WOODS, FIELDS
+from flair2.io import patch_index, read_mask, read_aerial, read_products, read_sentinel
 from flair2.check import check_tree
+from flair2.sentinel import keep_dates, footprint_labels
+from flair2.bench import BENCH_DATA
 
 
 def digest(root):
@@ -82,27 +84,76 @@ def test_uint16_option(tmp_path):
     assert np.load(next(r.rglob('*_data.npy'))).dtype == np.uint16 and check_tree(r)[0] == []
 
 
-def _class_means(tiny, values):
-    """Mean aerial (R,G,B,NIR,elev) of each label value in each domain, where it covers at least 500 pixels."""
-    sums, n = {}, {}
-    for _, r in patch_index(tiny).iterrows():
+VEG = (*WOODS, *FIELDS)  # label values of the six vegetation classes: coniferous, deciduous, brushwood, herbaceous, agricultural, plowed
+
+
+def aerial_samples(idx, min_px=150):
+    """Per class region of each patch: mean R, G, B, NIR, elevation and the NIR and G texture (std)."""
+    out = []
+    for _, r in idx.iterrows():
         a, m = read_aerial(r.img)[0].astype(float), read_mask(r.msk, classes13=False)
-        for v in values:
+        for v in VEG:
             sel = m == v
-            sums[r.domain, v] = sums.get((r.domain, v), 0) + a[:, sel].sum(1); n[r.domain, v] = n.get((r.domain, v), 0) + sel.sum()
-    return {k: sums[k] / n[k] for k in sums if n[k] >= 500}
+            if sel.sum() >= min_px: out.append((r.domain, v, np.r_[a[:, sel].mean(1), a[3, sel].std(), a[1, sel].std()]))
+    return out
 
 
-def test_confusable_groups_need_sentinel2(tiny):
-    """Inside each group the aerial look is the same within a domain, while the yearly NDVI differs clearly."""
-    ndvi = lambda s: (s[..., 6] - s[..., 2]) / (s[..., 6] + s[..., 2])
-    S = class_spectra(np.arange(1, 366, 7))
-    for group, other in ((WOODS, FIELDS[0]), (FIELDS, WOODS[0])):
-        means = _class_means(tiny, (*group, other))
-        same = [np.abs(means[d, a] - means[d, b])[:4].max() for (d, a) in means for (e, b) in means
-                if d == e and a < b and a in group and b in group]
-        diff = [np.abs(means[d, a] - means[d, other])[:4].max() for (d, a) in means if a in group and (d, other) in means]
-        # class means within a group differ only by per-parcel jitter (a few parcels per class here); the groups differ far more
-        assert same and diff and max(same) < 20 and min(diff) > 2 * max(same)  # alike within the group, unlike the other group
-        curves = [ndvi(S[:, v]) for v in group]
-        assert min(np.abs(a - b).max() for i, a in enumerate(curves) for b in curves[i + 1:]) > 0.25
+def s2_samples(idx, size=24):
+    """Per 10 m pixel that one class fills (≥ 80 %): its monthly NDVI over the dates the snow/cloud rule keeps."""
+    out = []
+    for _, r in idx.iterrows():
+        s, mask = read_sentinel(r, size), read_mask(r.msk, classes13=False)
+        lab, share = footprint_labels(mask, 102.4 / mask.shape[0], size)
+        keep = keep_dates(s['sentinel_masks'])
+        x = s['sentinel'][keep].astype(float)
+        ndvi, months = (x[:, 6] - x[:, 2]) / (x[:, 6] + x[:, 2] + 1e-6), s['dates'][keep].astype('datetime64[M]').astype(int) % 12
+        feat = np.stack([ndvi[months == m].mean(0) if (months == m).any() else np.full(ndvi.shape[1:], np.nan) for m in range(12)])
+        for i, j in np.argwhere((share >= 0.8) & np.isin(lab, VEG)):
+            f = feat[:, i, j]; out.append((r.domain, int(lab[i, j]), np.where(np.isnan(f), np.nanmean(f), f)))
+    return out
+
+
+def separability(samples) -> dict:
+    """Per class: the share of samples of each domain that the class means of the other domains (standardised features, nearest mean) call right."""
+    X = np.stack([f for _, _, f in samples]); y = np.array([v for _, v, _ in samples]); dom = np.array([d for d, _, _ in samples])
+    X, hits = (X - X.mean(0)) / (X.std(0) + 1e-9), {v: [] for v in VEG}
+    for d in sorted(set(dom)):
+        means = {v: X[(dom != d) & (y == v)].mean(0) for v in VEG if ((dom != d) & (y == v)).any()}
+        for k in np.where(dom == d)[0]: hits[y[k]].append(min(means, key=lambda v: ((X[k] - means[v]) ** 2).sum()) == y[k])
+    return {v: float(np.mean(h)) for v, h in hits.items() if h}
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """A generated tree at the embedded size: 3 domains, 2 zones each, 9 patches of 128 px per zone."""
+    return synthesize(tmp_path_factory.mktemp('world') / 'flair', seed=11, patches_per_zone=9, zones_per_domain=2, train_domains=3,
+                      test_domains=0, progress=False)
+
+
+def test_the_modalities_balance(world):
+    """From one domain to another, woods are told apart from the air; summer crops and grassland much less so, and there Sentinel-2's
+    year decides. Cheap: per-region features and nearest class means, no training (the README has the trained models' table)."""
+    idx = patch_index(world)
+    air, s2 = separability(aerial_samples(idx)), separability(s2_samples(idx))
+    assert set(air) == set(s2) == set(VEG), (air, s2)
+    assert all(air[v] >= 0.8 for v in WOODS), air                       # conifers, broadleaves, brushwood: colour, NIR, crowns, height
+    assert all(air[v] >= 0.5 for v in VEG), air                         # every class separable from the air, none near chance (1/6)
+    fields = [10, 11]                                                   # herbaceous vegetation, agricultural land
+    mean = lambda d, vs: np.mean([d[v] for v in vs])
+    assert mean(air, fields) < mean(air, WOODS) - 0.2, air              # the air is least sure where the year helps ...
+    assert mean(s2, fields) > mean(air, fields) + 0.1, (air, s2)        # ... and there Sentinel-2 is surer
+
+
+@pytest.mark.parametrize('size', [128, 512])
+def test_crops_of_112_fit_around_every_centroid(size, tmp_path):
+    """At the embedded size and the real one, IGN's unpadded crops of 40 and 112 pixels are whole around every centroid, with landscape in them."""
+    kw = dict(patches_per_zone=4, zones_per_domain=1, train_domains=1, test_domains=0, size=size)
+    if size == 512: kw.update(margin=BENCH_DATA['margin'], dates=BENCH_DATA['dates'])
+    root = synthesize(tmp_path / 'f', progress=False, **kw)
+    for _, r in patch_index(root).iterrows():
+        data = np.load(r.s2_data, mmap_mode='r')
+        for s in (40, 112):
+            crop = data[:, :, r.row - s // 2:r.row + s // 2, r.col - s // 2:r.col + s // 2]   # IGN's Fit_Dataset slicing
+            assert crop.shape[-2:] == (s, s), (size, s, r.row, r.col, data.shape)
+        assert np.asarray(data[:, 6, :3]).std() > 0 and not np.array_equal(data[:, :, 0], data[:, :, 5])  # generated, not padded
+    assert check_tree(root)[0] == []
