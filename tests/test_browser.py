@@ -93,19 +93,25 @@ def test_viewer_logic(chain_run, tiny):
     assert {'label', 'predicted', 'IoU'} <= set(t.columns) and (t[['label', 'predicted']].sum(1) > 0).all()
 
 
+def _lab_settings(folder:Path):
+    """User settings for a test JupyterLab: every cell in the page (as a reader scrolls it), no news prompt, no autosave."""
+    for plugin, name, value in (('notebook-extension', 'tracker', '{"windowingMode": "none"}'),
+                                ('apputils-extension', 'notification', '{"fetchNews": "false"}'),
+                                ('docmanager-extension', 'plugin', '{"autosave": false}')):
+        d = folder / '@jupyterlab' / plugin; d.mkdir(parents=True, exist_ok=True)
+        (d / f'{name}.jupyterlab-settings').write_text(value)
+
+
 @pytest.fixture
 def lab(chain_run, tmp_path, free_port):
-    """URL of JupyterLab (this environment's, with the project's kernel) serving the chain's run folder on localhost."""
-    token, log = 'flair2-browser-test', open(tmp_path / 'lab.log', 'w')
-    settings = tmp_path / 'settings' / '@jupyterlab' / 'notebook-extension'
-    settings.mkdir(parents=True)
-    (settings / 'tracker.jupyterlab-settings').write_text('{"windowingMode": "none"}')  # every cell in the page, as a reader scrolls it
-    news = tmp_path / 'settings' / '@jupyterlab' / 'apputils-extension'; news.mkdir(parents=True)
-    (news / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false"}')  # no question about news over the screenshot
+    """URL of JupyterLab (this environment's, with the project's kernel) opening a copy of the chain's viewer notebook on localhost."""
+    token, log, root = 'flair2-browser-test', open(tmp_path / 'lab.log', 'w'), tmp_path / 'lab'
+    root.mkdir(); shutil.copy(chain_run / '06_viewer.ipynb', root)  # its parameters point at the run; the run itself stays untouched
+    _lab_settings(tmp_path / 'settings')
     env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp_path / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp_path / 'runtime'),
            'JUPYTERLAB_SETTINGS_DIR': str(tmp_path / 'settings'), 'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path / 'workspaces')}
     proc = subprocess.Popen([str(Path(sys.executable).parent / 'jupyter-lab'), '--no-browser', f'--port={free_port}',
-                             '--ServerApp.ip=127.0.0.1', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={chain_run}',
+                             '--ServerApp.ip=127.0.0.1', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}',
                              '--ServerApp.allow_root=True', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     base, t = f'http://127.0.0.1:{free_port}', time.time()
@@ -120,13 +126,25 @@ def lab(chain_run, tmp_path, free_port):
     proc.terminate(); proc.wait(20); log.close()
 
 
+def run_all_cells(page, tries=3):
+    """Run > Run All Cells in JupyterLab, as a user would, once the notebook has focus and its kernel is idle; again if nothing started."""
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(timeout=120_000)  # the project's kernel started
+    for _ in range(tries):
+        page.locator('.jp-NotebookPanel .jp-Cell').first.click()   # the notebook is the current document: its Run menu is enabled
+        page.locator('.lm-MenuBar-item', has_text='Run').click()
+        page.locator('.lm-Menu-item[data-command="runmenu:run-all"]:not(.lm-mod-disabled)').click()
+        try:
+            page.locator('.flair2-patch').wait_for(timeout=120_000); return
+        except Exception: page.keyboard.press('Escape')
+    errors = page.locator('.jp-OutputArea-output[data-mime-type^="application/vnd.jupyter.std"], .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]').all_inner_texts()
+    pytest.fail(f"the viewer never rendered after Run All Cells; error outputs: {errors[-3:]}")
+
+
 @pytest.mark.slow
 def test_viewer_in_jupyterlab(lab):
     """A user opens the run's viewer notebook in JupyterLab, runs all its cells, picks a patch and a layer; the widget answers each time."""
     with chromium_page() as (page, shots):
         page.goto(lab, timeout=120_000)
         page.locator('.jp-NotebookPanel .jp-Cell').first.wait_for(timeout=120_000)
-        page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(timeout=120_000)  # the project's kernel started
-        page.locator('.lm-MenuBar-item', has_text='Run').click()
-        page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+        run_all_cells(page)
         drive_viewer(page, shots, 'jupyterlab_viewer_', full_page=False)
