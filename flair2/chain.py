@@ -79,18 +79,25 @@ def parse_params(pairs=(), # (KEY, VALUE) strings
     for k, v in pairs: out[k] = yaml.safe_load(v)
     return out
 
-# %% ../nbs/16_chain.ipynb #e3bd81df
+# %% ../nbs/16_chain.ipynb #ddfdebb1
+@functools.lru_cache(None)
+def _declared(path:str, mtime:int) -> tuple:
+    "(name, default) pairs of the `parameters` cell of the notebook at `path` as it was at `mtime` (read once per version)."
+    import papermill as pm  # papermill's import is slow: only commands that run notebooks pay for it
+    out = []
+    for k, v in pm.inspect_notebook(path).items():
+        try: out.append((k, ast.literal_eval(v['default'])))
+        except (ValueError, SyntaxError): raise ValueError(f"{path}: parameter {k} = {v['default']} is not a literal") from None
+    return tuple(out)
+
+# %% ../nbs/16_chain.ipynb #3c5961d8
 def notebook_params(nb # a notebook with a `parameters` cell
                    ) -> dict:
     "Parameters (name → default value) that `nb` declares in its `parameters` cell."
-    import papermill as pm  # papermill's import is slow: only commands that run notebooks pay for it
-    out = {}
-    for k, v in pm.inspect_notebook(str(nb)).items():
-        try: out[k] = ast.literal_eval(v['default'])
-        except (ValueError, SyntaxError): raise ValueError(f"{nb}: parameter {k} = {v['default']} is not a literal") from None
-    return out
+    nb = Path(nb)
+    return dict(_declared(str(nb), nb.stat().st_mtime_ns))
 
-# %% ../nbs/16_chain.ipynb #8d2903f8
+# %% ../nbs/16_chain.ipynb #8f739c4c
 def check_params(params:dict, # parameters given to the chain
                  chain=CHAIN  # its notebooks
                 ) -> None:
@@ -99,7 +106,7 @@ def check_params(params:dict, # parameters given to the chain
     unknown = sorted(set(params) - known)
     if unknown: raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; the chain's notebooks accept: {', '.join(sorted(known))}")
 
-# %% ../nbs/16_chain.ipynb #ebf4d13d
+# %% ../nbs/16_chain.ipynb #1b07aa16
 @functools.lru_cache(None)
 def ipc_kernel_manager():
     "A jupyter_client kernel manager class whose kernels use IPC sockets."
@@ -110,7 +117,7 @@ def ipc_kernel_manager():
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
     return IPCKernelManager
 
-# %% ../nbs/16_chain.ipynb #25ee451f
+# %% ../nbs/16_chain.ipynb #ec6b09df
 def run_chain(data=None,     # the dataset (None: the embedded one)
               out=None,      # the run folder (None: `outputs/run`)
               params=None,   # notebook parameters
@@ -136,7 +143,7 @@ def run_chain(data=None,     # the dataset (None: the embedded one)
         print(f"  {name} done in {time.time() - t:.0f} s", file=sys.stderr)
     return out
 
-# %% ../nbs/16_chain.ipynb #fe387838
+# %% ../nbs/16_chain.ipynb #d18b53f5
 class Run:
     "A pipeline notebook's dataset (`root`, `index`) and run folder (`out`, `figs`), with report helpers."
     def __init__(self,
@@ -158,7 +165,7 @@ class Run:
         display(Markdown(text), metadata={'flair2': 'finding'})
     def __repr__(self): return f"Run({self.root} → {self.out}: {len(self.index)} patches)"
 
-# %% ../nbs/16_chain.ipynb #46bdc5a6
+# %% ../nbs/16_chain.ipynb #71e59294
 def setup(data=None,  # the dataset (None: the embedded one)
           out=None,   # the run folder (None: `outputs/run`)
           check=True  # check the dataset's headers (the chain has done it already)
