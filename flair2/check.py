@@ -114,10 +114,17 @@ def orphan_masks(root, # the dataset folder
                     if n.endswith('.tif') and p not in have: out.append((p, f"mask without image (no IMG_{n[4:]} in {d['aerial'].name}/{dom}/{zone}/img)"))
     return out
 
-# %% ../nbs/05_check.ipynb #d4c70aa0
+# %% ../nbs/05_check.ipynb #885959f7
+def _zone_problems(rows, deep, labelled:dict) -> list[tuple[str, str]]:
+    "Problems of one zone and of each of its patches."
+    out = check_zone(rows, deep)
+    for _, r in rows.iterrows(): out += check_patch(r, deep, labelled[r['split']])
+    return out
+
 def check_tree(root,          # the dataset folder
                deep=False,    # also read every pixel
-               progress=False # show a progress bar
+               progress=False, # show a progress bar
+               workers=8      # reading threads (headers and pixels are read in parallel, zone by zone)
               ) -> tuple[list[tuple[str, str]], dict]:
     """All problems under `root` as (path, problem) pairs, plus counts of what was checked."""
     try: index = patch_index(root)
@@ -127,9 +134,9 @@ def check_tree(root,          # the dataset folder
     if not len(index): probs.append((str(root), 'no aerial patches (IMG_*.tif) found'))
     labelled = {s: d['labels'] is not None for s, d in find_splits(root).items()}
     zones = list(index.groupby(['split', 'domain', 'zone'], sort=False))
-    for _, rows in (progress_bar(zones, leave=False) if progress else zones):
-        probs += check_zone(rows, deep)
-        for _, r in rows.iterrows(): probs += check_patch(r, deep, labelled[r['split']])
+    with ThreadPoolExecutor(workers) as ex:
+        found = ex.map(lambda z: _zone_problems(z[1], deep, labelled), zones)  # in zone order, whatever finishes first
+        for ps in (progress_bar(found, total=len(zones), leave=False) if progress else found): probs += ps
     probs += orphan_masks(root, index)
     return probs, dict(patches=len(index), zones=len(zones), splits=sorted(index.split.unique()))
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from .chain import *  # first: it quiets fastai's import-time notice before anything imports fastai
 import argparse, json, os, shutil, sys, time
-from dataclasses import fields, MISSING
+from dataclasses import fields, MISSING, is_dataclass
 from pathlib import Path
 from fastcore.docments import docments
 from .core import *
@@ -38,6 +38,7 @@ def add_settings(p:argparse.ArgumentParser, # the (sub)command's parser
     for f in fields(cls):
         if f.name in skip: continue
         default, flag = f.default if f.default is not MISSING else f.default_factory(), f.name.replace('_', '-')
+        if is_dataclass(default): add_settings(p, type(default), skip, choices); continue  # nested settings: their own flags
         if isinstance(default, bool):
             p.add_argument(f"--{'no-' if default else ''}{flag}", dest=f.name, action='store_false' if default else 'store_true', help=docs[f.name])
         elif isinstance(default, tuple):
@@ -54,7 +55,8 @@ def settings(a,  # parsed arguments
             ):
     "The settings `a` holds, as an instance of `cls` (lists from `nargs` become tuples)."
     val = lambda v: tuple(v) if isinstance(v, list) else v
-    return cls(**{f.name: val(getattr(a, f.name)) for f in fields(cls) if hasattr(a, f.name)})
+    sub = lambda f: is_dataclass(f.default_factory) if f.default_factory is not MISSING else False
+    return cls(**{f.name: settings(a, f.default_factory) if sub(f) else val(getattr(a, f.name)) for f in fields(cls) if sub(f) or hasattr(a, f.name)})
 
 # %% ../nbs/17_cli.ipynb #242e29e0
 def _index(a):
@@ -125,19 +127,23 @@ def _cmd_evaluate(a):
                                        per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
     return 0
 
-# %% ../nbs/17_cli.ipynb #3d8da2c0
+# %% ../nbs/17_cli.ipynb #beacf16f
 def _cmd_bench(a):
-    from flair2.bench import bench, bench_scale, format_bench, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
+    from flair2.bench import bench, bench_scale, format_bench, format_scale, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
     out = outputs_dir() / 'bench'
     t = time.time()
     root = Path(a.data) if a.data else generated_root('bench-full' if a.scale else 'bench-512', not a.quiet, **(BENCH_FULL if a.scale else BENCH_DATA))
     if a.scale:
-        r = bench_scale(root, n=a.patches or 128, bs=a.bs, workers=a.workers, tmp=out / 'scale-tmp')
+        r = bench_scale(root, n=a.patches or 128, bs=a.bs, workers=max(a.workers), tmp=out / 'scale-tmp')
         if not a.data: r['generate_s'] = time.time() - t
         shutil.rmtree(out / 'scale-tmp', ignore_errors=True)
-    else: r = bench(root, n=a.patches or 16, bs=a.bs, steps=a.steps)
-    print(format_bench(r))
+        text = format_scale(r)
+    else:
+        r = bench(root, n=a.patches or 32, model=parse_params(a.set or ()), workers=tuple(a.workers), repeats=a.repeats, threads=a.threads)
+        text = format_bench(r)
+    print(text)
     write_json(out / ('scale.json' if a.scale else 'bench.json'), r)
+    (out / ('scale.txt' if a.scale else 'bench.txt')).write_text(text + '\n')
     return 0
 
 # %% ../nbs/17_cli.ipynb #50d88411
@@ -173,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--restart', action='store_true', help='ignore an existing checkpoint')
     t.set_defaults(fn=_cmd_train)
     q = add_settings(sub.add_parser('predict', parents=[data, nocheck], help='write PRED_<id>.tif files (challenge format) and georeferenced copies'),
-                     PredictConfig, choices=dict(tta=(1, 2, 4, 8)))
+                     PredictConfig, choices=dict(tta=(1, 2, 4, 8), precision=('auto', 'bf16', 'fp16', 'fp32')))
     q.add_argument('--model', required=True, help='model folder (config.json + model.safetensors) or a run folder')
     q.add_argument('--mode', default=TrainConfig.mode, help='which model of a run folder (aerial, sentinel, fused)')
     q.add_argument('--split', default='test', choices=SPLITS, help="'valid': the model's validation patches")
@@ -186,12 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--mode', default=TrainConfig.mode)
     e.add_argument('--json', help='also write the scores to this JSON file')
     e.set_defaults(fn=_cmd_evaluate)
-    b = sub.add_parser('bench', parents=[data], help='loader, training and inference throughput at real FLAIR sizes')
-    b.add_argument('--patches', type=int, help='patches read for the loader figures (16; 128 with --scale)')
-    b.add_argument('--bs', type=int, default=4)
-    b.add_argument('--steps', type=int, default=3, help='timed train/inference steps per mode')
+    b = sub.add_parser('bench', parents=[data], help='the default model against the 8th-place architecture and the loader against its raw-read floor, at the real size')
+    b.add_argument('--patches', type=int, help='patches read for the loader figures (32; 128 with --scale)')
+    b.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
+                   help='a TrainConfig field of the model compared with the yardstick, e.g. -s encoder resnet18 (default: the default fused model)')
+    b.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2], help='loader worker counts measured (--scale: the largest, against 0)')
+    b.add_argument('--repeats', type=int, default=3, help='timed runs per model figure (the best counts)')
+    b.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
+    b.add_argument('--bs', type=int, default=4, help='batch size of the --scale training and prediction')
     b.add_argument('--scale', action='store_true', help='the at-scale bench: 2,000 real-size patches (generated once, 4 GB): index, scan, loader with workers and the Sentinel-2 cache, memory while training and predicting')
-    b.add_argument('--workers', type=int, default=2, help='loader worker processes compared with 0 (--scale)')
     b.set_defaults(fn=_cmd_bench)
     return p
 

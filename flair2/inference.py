@@ -10,6 +10,7 @@ import torch, torch.nn.functional as F
 from .core import *
 from .data import d4, eval_loader
 from .metrics import confusion, patch_record
+from .model import Accel, prepare_net, autocast
 from .saved import SavedModel, TrainConfig, class_weights, export_model
 
 # %% auto #0
@@ -21,16 +22,17 @@ def evaluate(model:SavedModel,    # the model
              rows:pd.DataFrame,   # labelled index rows
              bs=8,                # batch size
              num_workers=0,       # DataLoader workers
-             device=None          # device (None: fastai's default)
+             device=None,         # device (None: fastai's default)
+             accel:Accel|None=None # mixed precision, channels-last, compile (None: the defaults)
             ) -> pd.DataFrame:
     "Per-patch loss, mIoU and confusion matrix of `model` on `rows`."
-    rows = rows.reset_index(drop=True)
-    dl = eval_loader(rows, model.s2, model.stats, bs, num_workers, device)
-    net = model.net.to(dl.device).eval()
+    rows, accel = rows.reset_index(drop=True), accel or Accel()
+    dl = eval_loader(rows, model.s2_input, model.stats, bs, num_workers, device)
+    net = prepare_net(model.net, accel, dl.device).eval()
     w = class_weights(model.cfg.other_weight).to(dl.device)
     out = []
     for xa, xs, y in dl:
-        logits = net(xa, xs).float()
+        with autocast(accel, dl.device): logits = net(xa, xs).float()
         y = y.as_subclass(torch.Tensor).long()
         loss = F.cross_entropy(logits, y, weight=w, ignore_index=IGNORE, reduction='none')
         pred = logits.argmax(1)
@@ -71,15 +73,16 @@ def predict_arrays(model:SavedModel,  # the model
                    tta=1,             # TTA level
                    bs=8,              # batch size
                    num_workers=0,     # DataLoader workers
-                   device=None        # device (None: fastai's default)
+                   device=None,       # device (None: fastai's default)
+                   accel:Accel|None=None # mixed precision, channels-last, compile (None: the defaults)
                   ):
     "Yield `(row, prediction)` (H×W uint8, classes 0..12) for each of `rows`, in order."
-    rows = rows.reset_index(drop=True)
+    rows, accel = rows.reset_index(drop=True), accel or Accel()
     if not len(rows): return
-    dl = eval_loader(rows, model.s2, model.stats, bs, num_workers, device, labels=False)
-    net, i = model.net.to(dl.device).eval(), 0
+    dl = eval_loader(rows, model.s2_input, model.stats, bs, num_workers, device, labels=False)
+    net, i = prepare_net(model.net, accel, dl.device).eval(), 0
     for xa, xs in dl:
-        with torch.autocast(dl.device.type, dtype=torch.float16, enabled=dl.device.type == 'cuda'):
+        with autocast(accel, dl.device):
             pred = tta_probs(net, xa, xs, tta).argmax(1).to(torch.uint8).cpu().numpy()
         for p in pred:
             yield rows.iloc[i], p
@@ -102,21 +105,21 @@ def time_tta(model:SavedModel,  # the model
              max_level=8,       # the largest level considered
              bs=8,              # batch size
              num_workers=0,     # DataLoader workers
-             device=None        # device (None: fastai's default)
+             device=None,       # device (None: fastai's default)
+             accel:Accel|None=None # mixed precision, channels-last, compile (None: the defaults)
             ) -> dict:
     "Seconds per patch of each TTA level up to `max_level`, stopping once one would not fit `budget`."
-    n, rows = len(rows), rows.iloc[:bs]
+    n, rows, accel = len(rows), rows.iloc[:bs], accel or Accel()
     t = time.perf_counter()
-    dl = eval_loader(rows, model.s2, model.stats, bs, num_workers, device, labels=False)
+    dl = eval_loader(rows, model.s2_input, model.stats, bs, num_workers, device, labels=False)
     xa, xs = dl.one_batch()
     load = (time.perf_counter() - t) / len(rows)
-    net = model.net.to(dl.device).eval()
-    tta_probs(net, xa[:1], xs[:1], 1)  # warm-up
+    net = prepare_net(model.net, accel, dl.device).eval()
+    with autocast(accel, dl.device): tta_probs(net, xa[:1], xs[:1], 1)  # warm-up
     out = {}
     for k in (k for k in TTA_OPS if k <= max_level):
         t = time.perf_counter()
-        with torch.autocast(dl.device.type, dtype=torch.float16, enabled=dl.device.type == 'cuda'):
-            tta_probs(net, xa, xs, k).argmax(1).cpu()
+        with autocast(accel, dl.device): tta_probs(net, xa, xs, k).argmax(1).cpu()
         out[k] = load + (time.perf_counter() - t) / len(rows)
         if out[k] * n > budget: break
     return out

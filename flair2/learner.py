@@ -17,11 +17,12 @@ import matplotlib.pyplot as plt
 from .core import *
 from .data import flair_dls, domain_splitter, random_splitter
 from .metrics import MIoU
+from .model import prepare_net
 from .saved import TrainConfig, class_weights, export_model
 
 # %% auto #0
-__all__ = ['build_learner', 'Checkpoint', 'resume_state', 'FlairDistributedDL', 'FlairDistributedTrainer', 'data_parallel',
-           'train', 'lr_find_figure', 'plot_history']
+__all__ = ['build_learner', 'ChannelsLastAerial', 'Checkpoint', 'resume_state', 'FlairDistributedDL', 'FlairDistributedTrainer',
+           'data_parallel', 'train', 'lr_find_figure', 'plot_history']
 
 # %% ../nbs/14_learner.ipynb #909af77d
 def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train split is used)
@@ -35,12 +36,21 @@ def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train 
     dls = flair_dls(index, stats, bs=cfg.bs, num_workers=cfg.num_workers, s2=cfg.s2_loader(), splitter=splitter, augment=cfg.augment,
                     stats_items=cfg.stats_items)
     set_seed(cfg.seed, reproducible=True)
-    learn = Learner(dls, cfg.model(), loss_func=CrossEntropyLossFlat(axis=1, weight=class_weights(cfg.other_weight), ignore_index=IGNORE),
+    net = prepare_net(cfg.model(), cfg.accel, dls.device)
+    learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(axis=1, weight=class_weights(cfg.other_weight), ignore_index=IGNORE),
                     metrics=[MIoU()], wd=cfg.wd, path=path, model_dir='.')
-    if torch.cuda.is_available(): learn.to_fp16()
+    dtype = cfg.accel.amp_dtype(dls.device)
+    if dtype is not None: learn.add_cb(MixedPrecision(amp_mode=AMPMode.BF16 if dtype == torch.bfloat16 else AMPMode.FP16))
+    if cfg.accel.channels_last: learn.add_cb(ChannelsLastAerial())
     return learn
 
-# %% ../nbs/14_learner.ipynb #260c532f
+# %% ../nbs/14_learner.ipynb #55ff5255
+class ChannelsLastAerial(Callback):
+    "Give the network its aerial batch in the channels-last layout (the Sentinel-2 batch is 5-D: left as it is)."
+    order = MixedPrecision.order - 1
+    def before_batch(self): self.learn.xb = (self.xb[0].contiguous(memory_format=torch.channels_last), *self.xb[1:])
+
+# %% ../nbs/14_learner.ipynb #0e93abde
 class Checkpoint(Callback):
     "Save model + optimiser + history atomically after every epoch into `folder`."
     order = 60
@@ -56,7 +66,7 @@ class Checkpoint(Callback):
         with atomic_path(self.folder / 'ckpt.pth') as t: save_model(t, self.learn.model, self.learn.opt, with_opt=True)
         write_json(self.folder / 'ckpt.json', dict(epoch=self.epoch, history=self.history), indent=None)
 
-# %% ../nbs/14_learner.ipynb #beb98a72
+# %% ../nbs/14_learner.ipynb #fb41aa7b
 def resume_state(folder # a checkpoint folder
                 ) -> tuple[int, list]:
     "(next epoch, history) of the checkpoint in `folder`; (0, []) when there is none."
@@ -65,7 +75,7 @@ def resume_state(folder # a checkpoint folder
     d = json.loads(js.read_text())
     return d['epoch'] + 1, d['history']
 
-# %% ../nbs/14_learner.ipynb #ea64181f
+# %% ../nbs/14_learner.ipynb #2ae8cf27
 class FlairDistributedDL(DistributedDL):
     "fastai's `DistributedDL`, broadcasting the sample order on the process group's own device (CUDA for nccl, CPU for gloo)."
     def _broadcast(self, t, rank):
@@ -73,7 +83,7 @@ class FlairDistributedDL(DistributedDL):
         dist.broadcast(t, rank)
         return t.cpu().tolist()
 
-# %% ../nbs/14_learner.ipynb #8b306908
+# %% ../nbs/14_learner.ipynb #727009c9
 class FlairDistributedTrainer(DistributedTrainer):
     "fastai's `DistributedTrainer` (accelerate + DDP), wrapping the loaders in `FlairDistributedDL`; counts each rank's training samples."
     def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else FlairDistributedDL(dl, device=self.learn.model.device)
@@ -87,7 +97,7 @@ class FlairDistributedTrainer(DistributedTrainer):
         self.learn.samples_per_rank = counts
         super().after_fit()
 
-# %% ../nbs/14_learner.ipynb #bc60bbfd
+# %% ../nbs/14_learner.ipynb #871b853d
 @contextmanager
 def data_parallel(learn:Learner # the Learner to fit
                  ):
@@ -104,7 +114,7 @@ def data_parallel(learn:Learner # the Learner to fit
         learn.remove_cb(cb)
         if bar and not hasattr(learn, 'progress'): learn.add_cb(ProgressCallback())
 
-# %% ../nbs/14_learner.ipynb #45ad2821
+# %% ../nbs/14_learner.ipynb #14454d79
 def train(index:pd.DataFrame,  # a `patch_index`
           cfg:TrainConfig,     # the settings
           out,                 # the model folder: `model.safetensors`, `config.json`, `ckpt/`
@@ -117,7 +127,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
     start, history = resume_state(ck) if resume else (0, [])
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
     if num_distrib() > 1: PartialState(cpu=not torch.cuda.is_available())  # join the process group now, so the barriers below hold
-    if cfg.s2_cache and not rank_distrib():  # built once by rank 0, before the first epoch reads it
+    if cfg.s2_cache and cfg.mode != 'aerial' and not rank_distrib():  # built once by rank 0, before the first epoch reads it
         s2 = cfg.s2_loader(); built = s2.build(index[(index['split'] == 'train') & index['msk'].notna()], progress=progress)
         if progress: print(f"Sentinel-2 cache {s2.folder}: {built['files']} series, {built['mb']:.0f} MB")
     distrib_barrier()
@@ -137,7 +147,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
     distrib_barrier()
     return learn
 
-# %% ../nbs/14_learner.ipynb #3ef8be5c
+# %% ../nbs/14_learner.ipynb #da5999b0
 def lr_find_figure(index:pd.DataFrame, # a `patch_index`
                    cfg:TrainConfig,    # the settings
                    path,               # the Learner's folder
@@ -152,7 +162,7 @@ def lr_find_figure(index:pd.DataFrame, # a `patch_index`
     fig = plt.gcf(); fig.axes[0].set_title(f"lr_find: {cfg.mode} (valley {sug:.1e})")
     return sug, fig
 
-# %% ../nbs/14_learner.ipynb #e0eb9718
+# %% ../nbs/14_learner.ipynb #b1f1e265
 def plot_history(history:list, # `learn.history` records
                  title=''      # figure title
                 ) -> plt.Figure:

@@ -13,11 +13,12 @@ from safetensors.torch import save_file, load_file
 from safetensors import SafetensorError
 from .core import *
 from .sentinel import S2Config
-from .data import S2Loader, S2Cache
-from .model import FlairNet
+from .data import S2Loader, S2Cache, NoS2
+from .model import FlairNet, Accel
 
 # %% auto #0
-__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'export_model', 'find_model', 'SavedModel', 'load_model', 'split_rows']
+__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'export_model', 'find_model', 'upgrade_config', 'SavedModel', 'load_model',
+           'split_rows']
 
 # %% ../nbs/09_saved.ipynb #b15c4537
 @dataclass
@@ -35,6 +36,8 @@ class TrainConfig:
     s2_encoder: str = 'ltae'       # Sentinel-2 temporal encoder: 'ltae' (temporal attention) or 'cnn3d'
     s2_dim: int = 64               # Sentinel-2 encoder width
     width: int = 128               # decoder width
+    finest_stride: int = 4         # finest aerial feature level the decoder fuses (2 fuses the half-resolution level too: slow at 512 px)
+    detail_width: int = 32         # width of the decoder's refinement by the encoder's stride-2 level (0: none)
     other_weight: float = 0.       # loss weight of class 12 "other"
     valid_by: str = 'domain'       # validation patches: 'domain' (held-out domains) or 'random' (patches)
     valid_domains: list|None = None  # held-out domains (None: a seeded share of the train domains)
@@ -43,32 +46,39 @@ class TrainConfig:
     num_workers: int = 0           # DataLoader workers
     stats_items: int = 200         # patches sampled for normalisation statistics
     seed: int = 0                  # seed of split, initialisation and batches
+    accel: Accel = field(default_factory=Accel)  # mixed precision, channels-last, compile (on a GPU)
 
     def __post_init__(self):
         if isinstance(self.s2, dict): self.s2 = S2Config.from_dict(self.s2)
+        if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
         if self.valid_by not in ('domain', 'random'): raise ValueError(f"valid_by must be 'domain' or 'random', not {self.valid_by!r}")
 
     @classmethod
-    def from_dict(cls, d:dict # fields; `s2` as a dict, or dotted keys such as `s2.bins`
+    def from_dict(cls, d:dict # fields; `s2` and `accel` as dicts, or dotted keys such as `s2.bins`
                  ) -> 'TrainConfig':
         "Settings from a dict, refusing unknown keys."
-        d, s2 = dict(d), dict(d.get('s2') or {})
-        for k in [k for k in d if k.startswith('s2.')]: s2[k[3:]] = d.pop(k)
-        d['s2'] = S2Config.from_dict(s2)
+        d = dict(d)
+        for name, sub in (('s2', S2Config), ('accel', Accel)):
+            v = d.get(name)
+            v = asdict(v) if isinstance(v, sub) else dict(v or {})
+            for k in [k for k in d if k.startswith(name + '.')]: v[k[len(name) + 1:]] = d.pop(k)
+            d[name] = sub.from_dict(v)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown: raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
         return cls(**d)
 
     def to_dict(self) -> dict: return asdict(self)
-    def s2_loader(self) -> S2Loader|S2Cache:
-        "The Sentinel-2 item loader these settings describe (cached on disk when `s2_cache` is set)."
+    def s2_loader(self) -> S2Loader|S2Cache|NoS2:
+        "The Sentinel-2 item loader these settings describe (cached on disk when `s2_cache` is set; none for an aerial model)."
+        if self.mode == 'aerial': return NoS2()
         s2 = S2Loader(self.s2)
         return S2Cache(s2, self.s2_cache) if self.s2_cache else s2
     def model(self, weights=True # read the `weights` file (False when saved weights will replace them)
              ) -> FlairNet:
         "A new network of these settings."
         return FlairNet(self.mode, self.encoder, bins=self.s2.bins, s2_dim=self.s2_dim, width=self.width,
-                        weights=self.weights if weights else None, s2_encoder=self.s2_encoder)
+                        weights=self.weights if weights else None, s2_encoder=self.s2_encoder,
+                        finest_stride=self.finest_stride, detail_width=self.detail_width)
 
 # %% ../nbs/09_saved.ipynb #b8ead060
 def class_weights(other_weight=0. # loss weight of class 12 "other"
@@ -77,8 +87,8 @@ def class_weights(other_weight=0. # loss weight of class 12 "other"
     w = torch.ones(N_CLASSES); w[OTHER] = other_weight
     return w
 
-# %% ../nbs/09_saved.ipynb #f1596792
-FORMAT = 'flair2-model/2'  # the `format` of a saved model's config.json
+# %% ../nbs/09_saved.ipynb #1f7199e7
+FORMAT = 'flair2-model/3'  # the `format` of a saved model's config.json
 
 def _sha256(path) -> str:
     h = hashlib.sha256()
@@ -119,14 +129,25 @@ def find_model(path,        # a model folder, or a run folder with `models/<mode
     raise FlairFormatError(path, f"no model here (expected config.json, or models/{mode}/config.json"
                                  + (f"; this run has models: {', '.join(have)})" if have else ')'))
 
-# %% ../nbs/09_saved.ipynb #7ab895a3
+# %% ../nbs/09_saved.ipynb #ba0eed08
 def _upgrade_v1(conf:dict) -> dict:
-    "A `flair2-model/1` config in the current layout (Sentinel-2 settings in `config.s2`, `split` renamed `valid_by`)."
+    "A `flair2-model/1` config in the `/2` layout (Sentinel-2 settings in `config.s2`, `split` renamed `valid_by`)."
     c, s2 = dict(conf['config']), dict(conf.get('s2') or {})
     s2['bins'] = s2.pop('n_bins', c.get('n_bins', 12))
     for k in ('s2_size', 'n_bins', 'how', 'pixel_thr'): c.pop(k, None)
     c['valid_by'], c['s2'] = c.pop('split', 'domain'), s2
-    return {**{k: v for k, v in conf.items() if k != 's2'}, 'format': FORMAT, 'config': c}
+    return {**{k: v for k, v in conf.items() if k != 's2'}, 'format': 'flair2-model/2', 'config': c}
+
+def _upgrade_v2(conf:dict) -> dict:
+    "A `flair2-model/2` config in the current layout (those decoders fused every encoder level, without a refinement)."
+    return {**conf, 'format': FORMAT, 'config': {'finest_stride': 2, 'detail_width': 0, **conf['config']}}
+
+def upgrade_config(conf:dict # a parsed config.json
+                  ) -> dict:
+    "A saved model's config in the current layout, whichever earlier layout it was written in."
+    if isinstance(conf, dict) and conf.get('format') == 'flair2-model/1': conf = _upgrade_v1(conf)
+    if isinstance(conf, dict) and conf.get('format') == 'flair2-model/2': conf = _upgrade_v2(conf)
+    return conf
 
 # %% ../nbs/09_saved.ipynb #92a37bc2
 class SavedModel:
@@ -143,6 +164,10 @@ class SavedModel:
     def mode(self) -> str: return self.cfg.mode
     @property
     def s2(self) -> S2Config: return self.cfg.s2
+    @property
+    def s2_input(self) -> S2Config|None:
+        "The Sentinel-2 settings the network reads (None for an aerial model: it reads none)."
+        return None if self.mode == 'aerial' else self.cfg.s2
     def __repr__(self): return f"SavedModel({self.folder}, mode={self.mode}, encoder={self.cfg.encoder}, valid mIoU={self.metrics.get('miou')})"
 
 # %% ../nbs/09_saved.ipynb #ca693a8e
@@ -156,7 +181,7 @@ def load_model(path,         # a model folder, or a run folder with `models/<mod
     if not wf.exists(): raise FlairFormatError(wf, 'file not found (a saved model is model.safetensors + config.json)')
     try: conf = json.loads(cj.read_text())
     except ValueError as e: raise FlairFormatError(cj, f"not valid JSON ({e})") from None
-    if isinstance(conf, dict) and conf.get('format') == 'flair2-model/1': conf = _upgrade_v1(conf)
+    conf = upgrade_config(conf)
     if not isinstance(conf, dict) or conf.get('format') != FORMAT: raise FlairFormatError(cj, 'not a flair2 model config')
     if _sha256(wf) != conf.get('sha256'): raise FlairFormatError(wf, 'checksum differs from config.json: the weights were modified or belong to another model')
     try: cfg = TrainConfig.from_dict(conf['config'])

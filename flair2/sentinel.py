@@ -67,7 +67,34 @@ def date_bins(dates:np.ndarray, # acquisition dates (datetime64)
     months = np.asarray(dates, 'datetime64[M]').astype(int) % 12
     return months * bins // 12
 
-# %% ../nbs/02_sentinel.ipynb #40268a9f
+# %% ../nbs/02_sentinel.ipynb #fb552ac0
+def _bin_means(data, idx, keep, covered, bins):
+    "Bin means of a T×C×H×W series by sums over runs of dates: (bins×C×H×W float32, bins validity)."
+    kept = np.where(keep)[0]
+    kept = kept[np.argsort(idx[kept], kind='stable')]                # dates grouped by bin; dropped dates are never read
+    T, C, H, W = len(kept), *data.shape[1:]
+    out, valid = np.zeros((bins, C, H, W), np.float32), np.zeros(bins, bool)
+    if not T: return out, valid
+    x = np.empty((T, C, H, W), np.float32); x[...] = data[kept]     # one pass: gather the crop and convert
+    b, starts = np.unique(idx[kept], return_index=True)              # the bins that have dates, and where their run starts
+    if covered is None:
+        n = np.diff(np.append(starts, T)).astype(np.float32)
+        out[b] = np.add.reduceat(x, starts, axis=0) / n[:, None, None, None]
+        valid[b] = True
+        return out, valid
+    ok = ~np.asarray(covered, bool)[kept]                            # T × H × W: pixels seen
+    x *= ok[:, None]
+    n = np.add.reduceat(ok.astype(np.float32), starts, axis=0)       # bins-with-dates × H × W: observations per pixel
+    s = np.add.reduceat(x, starts, axis=0)                           # their sums
+    seen = n > 0
+    v = s / np.maximum(n, 1)[:, None]
+    fill = (v * seen[:, None]).sum((2, 3), keepdims=True) / np.maximum(seen.sum((1, 2)), 1)[:, None, None, None]  # per-band mean over seen pixels
+    has = seen.any((1, 2))
+    out[b[has]] = np.where(seen[:, None], v, fill)[has]
+    valid[b[has]] = True
+    return out, valid
+
+# %% ../nbs/02_sentinel.ipynb #17a43987
 def aggregate(data:np.ndarray,               # T×C×H×W series
               dates:np.ndarray,              # its T dates
               keep:np.ndarray|None=None,     # (T,) dates to use (None: all)
@@ -80,6 +107,7 @@ def aggregate(data:np.ndarray,               # T×C×H×W series
     T, C, H, W = data.shape
     if len(dates) != T: raise ValueError(f"{len(dates)} dates for a series of {T}")
     keep = np.ones(T, bool) if keep is None else np.asarray(keep, bool)
+    if how == 'mean': return _bin_means(data, date_bins(dates, bins), keep, covered, bins)
     x = np.asarray(data, np.float32)
     if covered is not None: x = np.where(np.asarray(covered)[:, None], np.nan, x)
     idx = date_bins(dates, bins)
@@ -96,7 +124,7 @@ def aggregate(data:np.ndarray,               # T×C×H×W series
             valid[b] = True
     return np.nan_to_num(out), valid
 
-# %% ../nbs/02_sentinel.ipynb #ec8b68d1
+# %% ../nbs/02_sentinel.ipynb #49d6a0e4
 def process_series(sample:dict,           # holds `sentinel`, `sentinel_masks` and `dates`
                    s2:S2Config|None=None  # the settings (None: the defaults)
                   ) -> dict:
@@ -107,7 +135,7 @@ def process_series(sample:dict,           # holds `sentinel`, `sentinel_masks` a
     x, valid = aggregate(sample['sentinel'], sample['dates'], keep, cov, s2.bins, s2.how)
     return {**sample, 's2': x, 's2_valid': valid, 's2_keep': keep}
 
-# %% ../nbs/02_sentinel.ipynb #cf66f722
+# %% ../nbs/02_sentinel.ipynb #4cdcf7fc
 def footprint_labels(mask:np.ndarray,   # H×W class mask of the patch
                      pixel_size:float,  # aerial metres per pixel
                      size:int           # Sentinel-2 crop side (pixels), centred on the patch
