@@ -165,6 +165,7 @@ def bench(root,                       # the dataset folder
     rows = index[(index.split == 'train') & index.msk.notna()].head(n).reset_index(drop=True)
     size = int(read_aerial(rows.iloc[0]['img'])[1]['width'])
     cfg = TrainConfig.from_dict({'mode': 'fused', 's2': asdict(s2), **(model or {})})
+    s2 = cfg.s2  # `model` may set Sentinel-2 fields too: the loader reads what the model reads
     out = dict(patches=len(rows), size=size, threads=threads or torch.get_num_threads(), device='cpu', model=cfg.to_dict())
     kw = dict(size=size, s2_size=s2.size, bins=s2.bins, repeats=repeats, threads=threads)
     out['flair2'] = model_figures(cfg.to_dict(), **kw)

@@ -75,20 +75,41 @@ class MLPDecoder(nn.Module):
                  n_classes=N_CLASSES, # output classes
                  dropout=0.1,         # dropout before the classifier
                  detail=0,            # channels of the finer level the refinement reads (0: no refinement)
-                 detail_width=32):    # width of the refinement
+                 detail_width=32,     # width of the refinement
+                 fuse='sum'):         # 'sum': projections summed top-down; 'concat': upsampled, concatenated and fused (models saved before)
         super().__init__()
-        self.proj = nn.ModuleList([nn.Conv2d(c, width, 1) for c in channels])
-        self.fuse = nn.Sequential(nn.Conv2d(width * len(channels), width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        if fuse not in ('sum', 'concat'): raise ValueError(f"fuse must be 'sum' or 'concat', not {fuse!r}")
+        self.concat = fuse == 'concat'
+        self.proj = nn.ModuleList([nn.Conv2d(c, width, 1, bias=self.concat or i == 0) for i, c in enumerate(channels)])  # one bias for a sum
+        self.fuse = nn.Sequential(*([nn.Conv2d(width * len(channels), width, 1, bias=False)] if self.concat else []), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.drop = nn.Dropout2d(dropout)
         if detail:
             self.narrow, self.skip = nn.Conv2d(width, detail_width, 1), nn.Conv2d(detail, detail_width, 1)
             self.refine = nn.Sequential(nn.Conv2d(detail_width, detail_width, 3, padding=1, bias=False), nn.BatchNorm2d(detail_width), nn.ReLU(inplace=True))
         self.cls = nn.Conv2d(detail_width if detail else width, n_classes, 1)
 
+    def _sum(self, feats, fold=False):
+        "The projections summed top-down; `fold`: with the (evaluation) batch norm folded into them, skipping a pass at the finest grid."
+        bn = self.fuse[0]
+        g = bn.weight / torch.sqrt(bn.running_var + bn.eps) if fold else None
+        def proj(i, f):
+            p = self.proj[i]
+            if not fold: return p(f)
+            b = (p.bias - bn.running_mean) * g + bn.bias if p.bias is not None else None
+            return F.conv2d(f, p.weight * g[:, None, None, None], b)
+        x = proj(len(feats) - 1, feats[-1])
+        for i in range(len(feats) - 2, -1, -1):  # coarse to fine; the upsampled map is fresh, so the sum can go in place
+            x = F.interpolate(x, size=feats[i].shape[-2:], mode='bilinear', align_corners=False).add_(proj(i, feats[i]))
+        return x
+
     def forward(self, feats, size, detail=None):
-        top = feats[0].shape[-2:]
-        x = torch.cat([F.interpolate(p(f), size=top, mode='bilinear', align_corners=False) for p, f in zip(self.proj, feats)], 1)
-        x = self.drop(self.fuse(x))
+        if self.concat:
+            top = feats[0].shape[-2:]
+            x = torch.cat([F.interpolate(p(f), size=top, mode='bilinear', align_corners=False) for p, f in zip(self.proj, feats)], 1)
+            x = self.fuse(x)
+        elif self.training or torch.is_grad_enabled(): x = self.fuse(self._sum(feats))
+        else: x = self.fuse[1](self._sum(feats, fold=True))  # inference: batch norm folded into the projections
+        x = self.drop(x)
         if detail is not None:
             x = self.refine(F.interpolate(self.narrow(x), size=detail.shape[-2:], mode='bilinear', align_corners=False) + self.skip(detail))
         return F.interpolate(self.cls(x), size=size, mode='bilinear', align_corners=False)
@@ -111,7 +132,7 @@ class FlairNet(nn.Module):
     "Aerial + Sentinel-2 segmentation network; `mode` is 'aerial', 'sentinel' or 'fused'."
     def __init__(self,
                  mode='fused',          # 'aerial', 'sentinel' or 'fused'
-                 encoder='resnet18',    # timm aerial encoder
+                 encoder='resnet10t',   # timm aerial encoder
                  in_chans=5,            # aerial bands
                  s2_bands=10,           # Sentinel-2 bands
                  bins=12,               # Sentinel-2 temporal bins
@@ -121,8 +142,9 @@ class FlairNet(nn.Module):
                  n_classes=N_CLASSES,   # output classes
                  weights:str|None=None, # local encoder weights file (a state dict)
                  s2_encoder='ltae',     # one of `S2_ENCODERS`
-                 finest_stride=4,       # finest encoder stride the decoder fuses (2 adds the half-resolution level)
-                 detail_width=32):      # width of the refinement by the encoder's stride-2 level (0: none)
+                 finest_stride=2,       # finest encoder stride the decoder fuses (4: from the quarter-resolution level, as SegFormer)
+                 detail_width=0,        # width of a refinement by the encoder's stride-2 level when `finest_stride` is 4 (0: none)
+                 fuse='sum'):           # decoder fusion: 'sum' (top-down) or 'concat' (SegFormer's layout, models saved before)
         super().__init__()
         if mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be aerial, sentinel or fused, not {mode!r}")
         self.mode, self.patch_px, self.n_detail, detail = mode, max(1, round(patch_m / 10)), 0, 0
@@ -130,7 +152,8 @@ class FlairNet(nn.Module):
             self.encoder = timm_encoder(encoder, in_chans, min(finest_stride, 2) if detail_width else finest_stride)
             if weights: self.encoder.load_state_dict(torch.load(weights, map_location='cpu', weights_only=True), strict=False)
             red, chans = self.encoder.feature_info.reduction(), self.encoder.feature_info.channels()
-            if detail_width and finest_stride > 2:  # the stride-2 level refines instead of being fused
+            if detail_width and finest_stride <= 2: raise ValueError(f"detail_width refines with the stride-2 level the decoder does not fuse: it needs finest_stride 4 or more, not {finest_stride}")
+            if detail_width:  # the stride-2 level refines instead of being fused
                 if red[0] != 2: raise ValueError(f"detail_width needs an encoder with a stride-2 level; {encoder} has strides {red} (use detail_width=0)")
                 self.n_detail, detail, chans = 1, chans[0], chans[1:]
         if mode != 'aerial':
@@ -138,7 +161,7 @@ class FlairNet(nn.Module):
             self.s2 = S2_ENCODERS[s2_encoder](s2_bands, bins, s2_dim)
         if mode == 'fused':
             self.s2_proj, self.s2_norm = nn.Conv2d(s2_dim, chans[-1], 1), nn.BatchNorm2d(chans[-1])
-        self.decoder = MLPDecoder(chans if mode != 'sentinel' else [s2_dim], width, n_classes, detail=detail, detail_width=detail_width)
+        self.decoder = MLPDecoder(chans if mode != 'sentinel' else [s2_dim], width, n_classes, detail=detail, detail_width=detail_width, fuse=fuse)
 
     def _footprint(self, s2_feats, size):
         "Sentinel-2 features over the patch footprint, pooled to `size`."

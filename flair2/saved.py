@@ -20,12 +20,12 @@ from .model import FlairNet, Accel
 __all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'export_model', 'find_model', 'upgrade_config', 'SavedModel', 'load_model',
            'split_rows']
 
-# %% ../nbs/09_saved.ipynb #b15c4537
+# %% ../nbs/09_saved.ipynb #86e2264d
 @dataclass
 class TrainConfig:
     "Settings of one training run."
     mode: str = 'fused'            # 'aerial', 'sentinel' or 'fused'
-    encoder: str = 'resnet18'      # timm aerial encoder (features_only, 5 channels, no pretrained download)
+    encoder: str = 'resnet10t'     # timm aerial encoder (features_only, 5 channels, no pretrained download)
     weights: str|None = None       # optional local encoder weights file (a state dict), read when training starts
     epochs: int = 8                # one-cycle epochs
     lr: float = 3e-3               # peak learning rate
@@ -36,8 +36,9 @@ class TrainConfig:
     s2_encoder: str = 'ltae'       # Sentinel-2 temporal encoder: 'ltae' (temporal attention) or 'cnn3d'
     s2_dim: int = 64               # Sentinel-2 encoder width
     width: int = 128               # decoder width
-    finest_stride: int = 4         # finest aerial feature level the decoder fuses (2 fuses the half-resolution level too: slow at 512 px)
-    detail_width: int = 32         # width of the decoder's refinement by the encoder's stride-2 level (0: none)
+    finest_stride: int = 2         # finest aerial feature level the decoder fuses (4: from the quarter-resolution level, as SegFormer)
+    detail_width: int = 0          # width of a refinement by the encoder's stride-2 level when `finest_stride` is 4 (0: none)
+    fuse: str = 'sum'              # decoder fusion: 'sum' (stages summed top-down) or 'concat' (concatenated, then fused)
     other_weight: float = 0.       # loss weight of class 12 "other"
     valid_by: str = 'domain'       # validation patches: 'domain' (held-out domains) or 'random' (patches)
     valid_domains: list|None = None  # held-out domains (None: a seeded share of the train domains)
@@ -78,7 +79,7 @@ class TrainConfig:
         "A new network of these settings."
         return FlairNet(self.mode, self.encoder, bins=self.s2.bins, s2_dim=self.s2_dim, width=self.width,
                         weights=self.weights if weights else None, s2_encoder=self.s2_encoder,
-                        finest_stride=self.finest_stride, detail_width=self.detail_width)
+                        finest_stride=self.finest_stride, detail_width=self.detail_width, fuse=self.fuse)
 
 # %% ../nbs/09_saved.ipynb #b8ead060
 def class_weights(other_weight=0. # loss weight of class 12 "other"
@@ -139,8 +140,8 @@ def _upgrade_v1(conf:dict) -> dict:
     return {**{k: v for k, v in conf.items() if k != 's2'}, 'format': 'flair2-model/2', 'config': c}
 
 def _upgrade_v2(conf:dict) -> dict:
-    "A `flair2-model/2` config in the current layout (those decoders fused every encoder level, without a refinement)."
-    return {**conf, 'format': FORMAT, 'config': {'finest_stride': 2, 'detail_width': 0, **conf['config']}}
+    "A `flair2-model/2` config in the current layout (those decoders concatenated every encoder level, without a refinement)."
+    return {**conf, 'format': FORMAT, 'config': {'finest_stride': 2, 'detail_width': 0, 'fuse': 'concat', **conf['config']}}
 
 def upgrade_config(conf:dict # a parsed config.json
                   ) -> dict:
