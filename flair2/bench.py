@@ -155,7 +155,7 @@ def bench(root,                       # the dataset folder
           model:dict|None=None,       # the model to compare (`TrainConfig` fields; None: the default fused model)
           workers=(0, 1, 2),          # loader worker counts
           s2:S2Config|None=None,      # Sentinel-2 settings (None: the defaults)
-          repeats=3,                  # timed runs per model figure
+          repeats=5,                  # timed runs per model figure
           threads=None,               # torch threads (None: torch's default)
           cache_dir=None              # Sentinel-2 cache folder (None: a temporary one)
          ) -> dict:

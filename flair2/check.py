@@ -124,7 +124,7 @@ def _zone_problems(rows, deep, labelled:dict) -> list[tuple[str, str]]:
 def check_tree(root,          # the dataset folder
                deep=False,    # also read every pixel
                progress=False, # show a progress bar
-               workers=8      # reading threads (headers and pixels are read in parallel, zone by zone)
+               workers=8      # header-reading threads, zone by zone, as the pre-check (a deep check reads pixels in one)
               ) -> tuple[list[tuple[str, str]], dict]:
     """All problems under `root` as (path, problem) pairs, plus counts of what was checked."""
     try: index = patch_index(root)
@@ -134,7 +134,7 @@ def check_tree(root,          # the dataset folder
     if not len(index): probs.append((str(root), 'no aerial patches (IMG_*.tif) found'))
     labelled = {s: d['labels'] is not None for s, d in find_splits(root).items()}
     zones = list(index.groupby(['split', 'domain', 'zone'], sort=False))
-    with ThreadPoolExecutor(workers) as ex:
+    with ThreadPoolExecutor(1 if deep else workers) as ex:  # pixels are read by one thread: the CPU bounds them, not the latency
         found = ex.map(lambda z: _zone_problems(z[1], deep, labelled), zones)  # in zone order, whatever finishes first
         for ps in (progress_bar(found, total=len(zones), leave=False) if progress else found): probs += ps
     probs += orphan_masks(root, index)

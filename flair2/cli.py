@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
                    help='a TrainConfig field of the model compared with the yardstick, e.g. -s encoder resnet18 (default: the default fused model)')
     b.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2], help='loader worker counts measured (--scale: the largest, against 0)')
-    b.add_argument('--repeats', type=int, default=3, help='timed runs per model figure (the best counts)')
+    b.add_argument('--repeats', type=int, default=5, help='timed runs per model figure (the best counts)')
     b.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
     b.add_argument('--bs', type=int, default=4, help='batch size of the --scale training and prediction')
     b.add_argument('--scale', action='store_true', help='the at-scale bench: 2,000 real-size patches (generated once, 4 GB): index, scan, loader with workers and the Sentinel-2 cache, memory while training and predicting')

@@ -107,7 +107,8 @@ def load_mask(row # an index row with a mask
 def d4(x:torch.Tensor, # tensor whose last two axes are H×W
        k:int           # operation 0..7
       ) -> torch.Tensor:
-    "Dihedral operation `k` (0..7) on the last two axes: `k >= 4` flips left-right first, then `k % 4` quarter turns."
+    "Dihedral operation `k` (0..7) on the last two axes: `k >= 4` flips left-right first, then `k % 4` quarter turns (0: `x` itself)."
+    if k == 0: return x  # untouched, memory layout included (rot90 by 0 would copy into another layout)
     if k >= 4: x = x.flip(-1)
     return torch.rot90(x, k % 4, dims=(-2, -1))
 

@@ -116,8 +116,8 @@ def test_all_cloud_series_is_reported(tree, capsys):
     p = sorted(tree.rglob('*_masks.npy'))[0]
     m = np.load(p); m[:, 1] = 100; np.save(p, m)
     rc = main(['check', str(tree), '--deep', '--quiet'])
-    out = capsys.readouterr().out.splitlines()
-    assert rc == 1 and len(out) == 2 and p.name in out[0] and 'snow/cloud covered' in out[0] and out[1].startswith('FAILED')
+    cap = capsys.readouterr(); out = cap.out.splitlines()
+    assert rc == 1 and len(out) == 2 and p.name in out[0] and 'snow/cloud covered' in out[0] and out[1].startswith('FAILED'), cap.err
 
 
 @pytest.mark.slow

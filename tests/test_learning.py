@@ -45,6 +45,14 @@ def test_resume_after_interruption(index, tmp_path):
     assert json.loads((tmp_path / 'r' / 'config.json').read_text())['metrics']['epoch'] == 2
 
 
+def test_checkpoint_of_another_network_starts_over(index, tmp_path, capsys):
+    """A rerun into the same folder with settings that change the network (a new default, say) trains from the start."""
+    train(index, TrainConfig(mode='aerial', epochs=2, **SMALL), tmp_path / 'r', cbs=[StopAfter(0)])
+    learn = train(index, TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'width': 16}), tmp_path / 'r')
+    assert 'written by another network' in capsys.readouterr().err
+    assert [h['epoch'] for h in learn.history] == [0, 1] and learn.model.decoder.proj[0].out_channels == 16
+
+
 def test_saved_model_format_and_errors(index, tmp_path):
     d = tmp_path / 'm'
     learn = train(index, TrainConfig(mode='sentinel', epochs=1, **SMALL), d)
