@@ -13,7 +13,7 @@ import tifffile
 import segmentation_models_pytorch as smp
 from .core import *
 from .sentinel import S2Config
-from .io import patch_index, read_aerial, read_mask, read_sentinel, crop_centered
+from .io import patch_index, tif_profile, crop_centered
 from .check import preflight
 from .data import flair_dls, S2Loader, S2Cache
 from .model import FlairNet, prepare_net
@@ -127,8 +127,7 @@ def loader_rate(rows:pd.DataFrame, # labelled index rows
     stats = dict(aerial_mean=list(AERIAL_MEAN), aerial_std=list(AERIAL_STD), s2_mean=[0.1] * 10, s2_std=[0.1] * 10)
     dls = flair_dls(rows, stats, bs=bs, s2=s2, splitter=lambda df: (list(range(len(df))), list(range(min(bs, len(df))))),
                     num_workers=workers, augment=False, drop_last=False, shuffle=False, device='cpu')
-    rate = _best(lambda: [None for _ in dls.train], len(dls.train) * bs, repeats)
-    return rate
+    return _best(lambda: [None for _ in dls.train], len(dls.train) * bs, repeats)
 
 # %% ../nbs/15_bench.ipynb #c3bbe45c
 def bench_loader(rows:pd.DataFrame,       # labelled index rows
@@ -163,7 +162,7 @@ def bench(root,                       # the dataset folder
     s2 = s2 or S2Config()
     index = patch_index(root)
     rows = index[(index.split == 'train') & index.msk.notna()].head(n).reset_index(drop=True)
-    size = int(read_aerial(rows.iloc[0]['img'])[1]['width'])
+    size = int(tif_profile(rows.iloc[0]['img'])['width'])
     cfg = TrainConfig.from_dict({'mode': 'fused', 's2': asdict(s2), **(model or {})})
     s2 = cfg.s2  # `model` may set Sentinel-2 fields too: the loader reads what the model reads
     out = dict(patches=len(rows), size=size, threads=threads or torch.get_num_threads(), device='cpu', model=cfg.to_dict())

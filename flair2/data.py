@@ -53,10 +53,9 @@ class S2Loader:
         out[:, -1] = s['s2_valid'][:, None, None]
         return TensorS2(torch.from_numpy(out))
 
-# %% ../nbs/07_data.ipynb #ec5cc3de
+# %% ../nbs/07_data.ipynb #04c54dcb
 class NoS2:
     "The Sentinel-2 block of a model that reads none: an empty `TensorS2` per patch, no file opened."
-    cfg = None
     def __call__(self, row) -> TensorS2: return TensorS2(torch.zeros(0, 1, 1, 1))
 
 # %% ../nbs/07_data.ipynb #0f712e62
@@ -107,10 +106,11 @@ def load_mask(row # an index row with a mask
 def d4(x:torch.Tensor, # tensor whose last two axes are H×W
        k:int           # operation 0..7
       ) -> torch.Tensor:
-    "Dihedral operation `k` (0..7) on the last two axes: `k >= 4` flips left-right first, then `k % 4` quarter turns (0: `x` itself)."
-    if k == 0: return x  # untouched, memory layout included (rot90 by 0 would copy into another layout)
-    if k >= 4: x = x.flip(-1)
-    return torch.rot90(x, k % 4, dims=(-2, -1))
+    "Dihedral operation `k` (0..7) on the last two axes: `k >= 4` flips left-right first, then `k % 4` quarter turns (0: `x` itself); a channels-last batch stays channels-last."
+    if k == 0: return x  # untouched (rot90 by 0 would copy into another layout)
+    y = torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, dims=(-2, -1))
+    cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return y.contiguous(memory_format=torch.channels_last) if cl else y  # the layout the convolutions are fastest with
 
 # %% ../nbs/07_data.ipynb #01798cc9
 class D4(RandTransform):

@@ -62,9 +62,7 @@ def tta_probs(net,    # the network
     if n not in TTA_OPS: raise ValueError(f"TTA level must be one of {', '.join(map(str, TTA_OPS))}, not {n}")
     acc = None
     for k in TTA_OPS[n]:
-        a = d4(xa, k)
-        if k and xa.is_contiguous(memory_format=torch.channels_last): a = a.contiguous(memory_format=torch.channels_last)  # keep the layout the net is fastest with
-        p = d4_inverse(net(a, d4(xs, k)).float().softmax(1), k)
+        p = d4_inverse(net(d4(xa, k), d4(xs, k)).float().softmax(1), k)
         acc = p if acc is None else acc + p
     return acc / len(TTA_OPS[n])
 

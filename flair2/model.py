@@ -114,18 +114,17 @@ class MLPDecoder(nn.Module):
             x = self.refine(F.interpolate(self.narrow(x), size=detail.shape[-2:], mode='bilinear', align_corners=False) + self.skip(detail))
         return F.interpolate(self.cls(x), size=size, mode='bilinear', align_corners=False)
 
-# %% ../nbs/08_model.ipynb #5cdccaef
+# %% ../nbs/08_model.ipynb #4e373d96
 def timm_encoder(name:str,        # timm model name
                  in_chans=5,      # input bands
-                 finest_stride=4, # finest level kept (its reduction factor)
-                 pretrained=False # download hub weights (never at run time here)
+                 finest_stride=4  # finest level kept (its reduction factor)
                 ) -> nn.Module:
     "A timm `features_only` encoder returning the levels whose stride is at least `finest_stride`."
     probe = timm.create_model(name, features_only=True, in_chans=in_chans, pretrained=False)
     keep = [i for i, r in enumerate(probe.feature_info.reduction()) if r >= finest_stride]
     if not keep: raise ValueError(f"{name} has no feature level of stride {finest_stride} or more")
-    if len(keep) == len(probe.feature_info.reduction()) and not pretrained: return probe
-    return timm.create_model(name, features_only=True, in_chans=in_chans, pretrained=pretrained, out_indices=keep)
+    if len(keep) == len(probe.feature_info.reduction()): return probe
+    return timm.create_model(name, features_only=True, in_chans=in_chans, pretrained=False, out_indices=keep)
 
 # %% ../nbs/08_model.ipynb #c199adc3
 class FlairNet(nn.Module):
