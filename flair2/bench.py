@@ -61,7 +61,7 @@ def build_bench_model(spec:dict # {'model': 'yardstick'}, or `TrainConfig` field
     spec = dict(spec)
     if spec.pop('model', 'flair2') == 'yardstick': return Yardstick(), False  # as the 8th place runs it
     cfg = TrainConfig.from_dict({'mode': 'fused', **spec})
-    return prepare_net(cfg.model(weights=False), cfg.accel, 'cpu'), cfg.accel.channels_last
+    return prepare_net(cfg.model(pretrained=False), cfg.accel, 'cpu'), cfg.accel.channels_last
 
 def _best(fn, n_items, repeats) -> float:
     "Items per second of `fn()` over `n_items`, best of `repeats` runs after one warm-up."
@@ -73,7 +73,7 @@ def _best(fn, n_items, repeats) -> float:
 def time_model(spec:dict,     # what `build_bench_model` takes
                size=512,      # aerial side (pixels)
                s2_size=40,    # Sentinel-2 crop side
-               bins=12,       # Sentinel-2 bins
+               bins=None,     # Sentinel-2 bins (None: the spec's, 12 for the yardstick)
                repeats=3,     # timed runs per figure (the best counts)
                threads=None   # torch threads (None: torch's default)
               ) -> dict:
@@ -81,6 +81,7 @@ def time_model(spec:dict,     # what `build_bench_model` takes
     if threads: torch.set_num_threads(threads)
     torch.manual_seed(0)
     net, cl = build_bench_model(spec); opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    if bins is None: bins = 12 if spec.get('model') == 'yardstick' else TrainConfig.from_dict({'mode': 'fused', **spec}).s2.bins
     def batch(bs):
         s = torch.randn(bs, bins, 11, s2_size, s2_size); s[:, :, -1] = 1
         a = torch.randn(bs, 5, size, size)
@@ -90,7 +91,9 @@ def time_model(spec:dict,     # what `build_bench_model` takes
     for bs in (2, 4):
         a, s, y = batch(bs); net.train()
         def step():
-            loss = F.cross_entropy(net(a, s), y, weight=w, ignore_index=IGNORE); opt.zero_grad(); loss.backward(); opt.step()
+            o = net(a, s)  # a network with an auxiliary head returns two outputs in training: both losses count
+            loss = sum(F.cross_entropy(p, y, weight=w, ignore_index=IGNORE) for p in (o if isinstance(o, tuple) else (o,)))
+            opt.zero_grad(); loss.backward(); opt.step()
         out[f'train_bs{bs}'] = _best(step, bs, repeats)
     out['peak_rss_mb'] = peak_rss_mb()
     a, s, _ = batch(4); net.eval()

@@ -16,6 +16,7 @@ from .check import check_tree, preflight, is_warning
 from .metrics import scores, per_domain
 from .saved import TrainConfig, load_model, split_rows
 from .predict import PredictConfig, predict, score_predictions
+from .inference import load_ensemble, evaluate
 
 # %% auto #0
 __all__ = ['add_settings', 'settings', 'build_parser', 'main']
@@ -96,38 +97,57 @@ def _cmd_train(a):
     cfg = TrainConfig.from_dict({'mode': a.mode, **parse_params(a.set or ())})
     index = _index(a)
     if not a.no_check: preflight(index[index['split'] == 'train'])
-    main, (start, _) = not rank_distrib(), resume_state(Path(a.out) / 'ckpt')
-    if main and start and not a.restart: print(f"resuming from the checkpoint after epoch {start - 1} in {Path(a.out) / 'ckpt'}")
-    t = time.time()
-    with no_partial_output(a.out, 'ckpt.pth'): learn = train(index, cfg, a.out, resume=not a.restart, progress=not a.quiet)
-    if main:
-        print(f"{cfg.mode}: valid mIoU {learn.final_metrics.get('miou'):.4f} after {len(learn.history)} epoch(s), "
-              f"{time.time() - t:.0f} s on {max(num_distrib(), 1)} process(es); model in {a.out}")
+    runs = [(TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), Path(a.out) / f"seed{k}") for k in a.seeds] if a.seeds else [(cfg, Path(a.out))]
+    for c, out in runs:
+        main, (start, _) = not rank_distrib(), resume_state(out / 'ckpt')
+        if main and start and not a.restart: print(f"resuming from the checkpoint after epoch {start - 1} in {out / 'ckpt'}")
+        t = time.time()
+        with no_partial_output(out, 'ckpt.pth'): learn = train(index, c, out, resume=not a.restart, progress=not a.quiet)
+        if main:
+            print(f"{c.mode}{f' seed {c.seed}' if a.seeds else ''}: valid mIoU {learn.final_metrics.get('miou'):.4f} after {len(learn.history)} epoch(s), "
+                  f"{time.time() - t:.0f} s on {max(num_distrib(), 1)} process(es); model in {out}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #79d79683
+# %% ../nbs/17_cli.ipynb #92fa1678
+def _models(a):
+    "The model, or the ensemble, `--model` (repeated) and `--weights` name."
+    if a.weights and len(a.weights) != len(a.model): raise ValueError(f"--weights gives {len(a.weights)} weights for {len(a.model)} --model")
+    return load_ensemble(a.model, a.weights, a.mode)
+
+# %% ../nbs/17_cli.ipynb #ef3a0644
 def _cmd_predict(a):
-    model = load_model(a.model, a.mode)
-    rows = split_rows(_index(a), a.split, model)
+    model = _models(a)
+    rows = split_rows(_index(a), a.split, model.models[0] if hasattr(model, 'models') else model)
     if not len(rows): raise ValueError(f"no patches in split {a.split!r} of the dataset")
     if not a.no_check: preflight(rows, labelled=False)
     with no_partial_output(a.out, 'PRED_*.tif'): s = predict(model, rows, a.out, settings(a, PredictConfig), progress=not a.quiet)
     rate = f"{s['patches_per_s']:.2f} patches/s" if s['patches_per_s'] else 'nothing left to predict'
-    print(f"{s['predicted']} patches predicted, {s['skipped']} already done, TTA {s['tta']}, {rate}; files in {Path(a.out) / 'pred'}")
+    who = f" by an ensemble of {len(s['ensemble'])}" if s['ensemble'] else ''
+    print(f"{s['predicted']} patches predicted{who}, {s['skipped']} already done, TTA {s['tta']}, {rate}; files in {Path(a.out) / 'pred'}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #21058382
+# %% ../nbs/17_cli.ipynb #9ba0b0cf
 def _cmd_evaluate(a):
-    model = load_model(a.model, a.mode) if a.model else None
-    pp = score_predictions(a.pred, split_rows(_index(a), a.split, model), progress=not a.quiet)
+    if not a.pred and not a.model: raise ValueError('give --pred (a folder of PRED files) or --model (models to run)')
+    model = _models(a) if a.model else None
+    first = model.models[0] if hasattr(model, 'models') else model
+    rows = split_rows(_index(a), a.split, first)
+    if a.pred: pp = score_predictions(a.pred, rows, progress=not a.quiet)
+    else:
+        rows = rows[rows['msk'].notna()]
+        if not len(rows): raise ValueError(f"no labelled patches in split {a.split!r} to evaluate on")
+        if not a.no_check: preflight(rows)
+        pp = evaluate(model, rows, bs=a.bs, num_workers=a.num_workers, tta=a.tta)
     sc = scores(pp)
-    print(f"mIoU {sc['miou']:.4f} over {sc['patches']} patches ({a.split}); IoU per class:")
+    who = f" of {'PRED files' if a.pred else f'an ensemble of {len(model)}' if hasattr(model, 'models') else 'the model'}" + (f" (TTA {a.tta})" if not a.pred else '')
+    print(f"mIoU {sc['miou']:.4f}{who} over {sc['patches']} patches ({a.split}); IoU per class:")
     print('\n'.join(f"  {c:22s} {'-' if v is None else f'{v:.4f}'}" for c, v in sc['iou'].items()))
-    if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], patches=sc['patches'],
+    if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], patches=sc['patches'], tta=None if a.pred else a.tta,
+                                       models=model.members if hasattr(model, 'members') else [str(first.folder)] if first else None,
                                        per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
     return 0
 
-# %% ../nbs/17_cli.ipynb #beacf16f
+# %% ../nbs/17_cli.ipynb #b5bf2763
 def _cmd_bench(a):
     from flair2.bench import bench, bench_scale, format_bench, format_scale, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
     out = outputs_dir() / 'bench'
@@ -147,7 +167,7 @@ def _cmd_bench(a):
     (out / ('scale.txt' if a.scale else 'bench.txt')).write_text(text + '\n')
     return 0
 
-# %% ../nbs/17_cli.ipynb #50d88411
+# %% ../nbs/17_cli.ipynb #2317f3ea
 def build_parser() -> argparse.ArgumentParser:
     "The `flair2` argument parser."
     p = argparse.ArgumentParser(prog='flair2', description='Multimodal land-cover segmentation of FLAIR #2.')
@@ -178,18 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
                    help='training setting (a TrainConfig field, or s2.FIELD of S2Config), e.g. -s epochs 8 -s s2.bins 6')
     t.add_argument('--restart', action='store_true', help='ignore an existing checkpoint')
+    t.add_argument('--seeds', type=int, nargs='+', help='train once per seed, each into OUT/seed<k> (for an ensemble, or the spread)')
     t.set_defaults(fn=_cmd_train)
     q = add_settings(sub.add_parser('predict', parents=[data, nocheck], help='write PRED_<id>.tif files (challenge format) and georeferenced copies'),
                      PredictConfig, choices=dict(tta=(1, 2, 4, 8), precision=('auto', 'bf16', 'fp16', 'fp32')))
-    q.add_argument('--model', required=True, help='model folder (config.json + model.safetensors) or a run folder')
+    q.add_argument('--model', required=True, action='append', help='model folder (config.json + model.safetensors) or a run folder; repeated: an ensemble')
+    q.add_argument('--weights', type=float, nargs='+', help='ensemble weights, one per --model (default: equal)')
     q.add_argument('--mode', default=TrainConfig.mode, help='which model of a run folder (aerial, sentinel, fused)')
     q.add_argument('--split', default='test', choices=SPLITS, help="'valid': the model's validation patches")
     q.add_argument('--out', required=True, help='output folder: pred/ (challenge files), georef/ (coloured GeoTIFFs), predict.json')
     q.set_defaults(fn=_cmd_predict)
-    e = sub.add_parser('evaluate', parents=[data], help='score a folder of PRED files with the official mIoU')
-    e.add_argument('--pred', required=True, help='folder of PRED_<id>.tif files (or a predict output folder)')
+    e = sub.add_parser('evaluate', parents=[data, nocheck], help='the official mIoU of a folder of PRED files, or of models (an ensemble) run on a split')
+    e.add_argument('--pred', help='folder of PRED_<id>.tif files (or a predict output folder) to score')
     e.add_argument('--split', default='test', choices=SPLITS)
-    e.add_argument('--model', help="model or run folder (only for --split valid: its validation patches)")
+    e.add_argument('--model', action='append', help="model or run folder run on the split (without --pred); repeated: an ensemble. With --pred: for --split valid, its validation patches")
+    e.add_argument('--weights', type=float, nargs='+', help='ensemble weights, one per --model (default: equal)')
+    e.add_argument('--tta', type=int, default=PredictConfig.tta, choices=(1, 2, 4, 8), help=f'D4 test-time augmentation level when running models (default: {PredictConfig.tta})')
+    e.add_argument('--bs', type=int, default=PredictConfig.bs, help=f'batch size when running models (default: {PredictConfig.bs})')
+    e.add_argument('--num-workers', type=int, default=PredictConfig.num_workers, help='DataLoader workers when running models')
     e.add_argument('--mode', default=TrainConfig.mode)
     e.add_argument('--json', help='also write the scores to this JSON file')
     e.set_defaults(fn=_cmd_evaluate)
@@ -205,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=_cmd_bench)
     return p
 
-# %% ../nbs/17_cli.ipynb #bedbcb7f
+# %% ../nbs/17_cli.ipynb #b3f78988
 def main(argv=None # arguments (None: `sys.argv`)
         ) -> int:
     "Entry point of the `flair2` console command."

@@ -16,7 +16,7 @@ from .io import tif_profile, read_mask, read_pred
 from .metrics import confusion, patch_record
 from .model import Accel
 from .saved import SavedModel
-from .inference import predict_arrays, time_tta, pick_tta
+from .inference import predict_arrays, time_tta, pick_tta, Ensemble
 
 # %% auto #0
 __all__ = ['PredictConfig', 'pred_name', 'write_pred', 'predict', 'pred_folder', 'score_predictions']
@@ -60,8 +60,8 @@ def write_pred(path,                    # the file to write
 def _done(rows, dirs) -> np.ndarray:
     return np.array([all((d / pred_name(r)).exists() for d in dirs) for _, r in rows.iterrows()], bool)
 
-# %% ../nbs/11_predict.ipynb #4318ca6b
-def predict(model:SavedModel,             # the model
+# %% ../nbs/11_predict.ipynb #f64010bf
+def predict(model:SavedModel|Ensemble,    # the model, or an ensemble (`flair2.inference.Ensemble`)
             rows:pd.DataFrame,            # index rows to predict
             out,                          # output folder: `pred/`, `georef/`, `predict.json`
             cfg:PredictConfig|None=None,  # prediction settings (None: the defaults)
@@ -88,7 +88,8 @@ def predict(model:SavedModel,             # the model
         write_pred(dirs[0] / pred_name(row), pred)
         if cfg.georef: write_pred(dirs[1] / pred_name(row), pred, prof)
     secs = time.perf_counter() - t1
-    summary = dict(model=str(model.folder), patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo), tta=tta,
+    members = model.members if isinstance(model, Ensemble) else None
+    summary = dict(model=str(model.folder) if members is None else [m['model'] for m in members], ensemble=members, patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo), tta=tta,
                    time_budget=cfg.time_budget, tta_seconds_per_patch=timing, seconds=round(time.perf_counter() - t0, 3),
                    patches_per_s=round(len(todo) / secs, 3) if len(todo) and secs > 0 else None)
     write_json(out / 'predict.json', summary)

@@ -20,13 +20,23 @@ from .model import FlairNet, Accel
 __all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'export_model', 'find_model', 'upgrade_config', 'SavedModel', 'load_model',
            'split_rows']
 
-# %% ../nbs/09_saved.ipynb #86e2264d
+# %% ../nbs/09_saved.ipynb #4e11d5e3
 @dataclass
 class TrainConfig:
     "Settings of one training run."
     mode: str = 'fused'            # 'aerial', 'sentinel' or 'fused'
-    encoder: str = 'resnet10t'     # timm aerial encoder (features_only, 5 channels, no pretrained download)
-    weights: str|None = None       # optional local encoder weights file (a state dict), read when training starts
+    encoder: str = 'resnet10t'     # aerial encoder: a timm model (features_only) or a Mix Transformer (mit_b0 … mit_b5, from smp)
+    pretrained: str|None = None    # encoder weights: a local file or folder, or a hub tag ('hub', 'a1_in1k', 'imagenet'); None: random
+    bands: list|None = None        # aerial bands the encoder reads, e.g. [NIR, G, B] (None: R, G, B, NIR, elevation)
+    decoder: str = 'mlp'           # 'mlp' (SegFormer's all-MLP decoder) or 'unet' (smp's U-Net decoder)
+    s2_fusion: str = 'last'        # Sentinel-2 features added to the deepest aerial stage ('last') or to every stage ('all', U-T&T)
+    aux_weight: float = 0.         # weight of an auxiliary loss on classes from the Sentinel-2 features alone (0: no auxiliary head)
+    loss: str = 'ce'               # 'ce' (cross-entropy) or 'focal'
+    focal_gamma: float = 2.        # focusing parameter of the focal loss
+    label_smoothing: float = 0.    # label smoothing of either loss
+    init: str|None = None          # a model (or run) folder whose matching weights initialise this one (two-stage training)
+    freeze_epochs: int = 0         # one-cycle epochs with the aerial encoder frozen, before `epochs` with everything training
+    encoder_lr_mult: float = 1.    # the encoder's learning rate as a share of `lr` (discriminative learning rates; 1: the same)
     epochs: int = 8                # one-cycle epochs
     lr: float = 3e-3               # peak learning rate
     wd: float = 0.01               # weight decay
@@ -53,6 +63,8 @@ class TrainConfig:
         if isinstance(self.s2, dict): self.s2 = S2Config.from_dict(self.s2)
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
         if self.valid_by not in ('domain', 'random'): raise ValueError(f"valid_by must be 'domain' or 'random', not {self.valid_by!r}")
+        if self.loss not in ('ce', 'focal'): raise ValueError(f"loss must be 'ce' or 'focal', not {self.loss!r}")
+        if isinstance(self.bands, str): self.bands = [self.bands]
 
     @classmethod
     def from_dict(cls, d:dict # fields; `s2` and `accel` as dicts, or dotted keys such as `s2.bins`
@@ -74,12 +86,13 @@ class TrainConfig:
         if self.mode == 'aerial': return NoS2()
         s2 = S2Loader(self.s2)
         return S2Cache(s2, self.s2_cache) if self.s2_cache else s2
-    def model(self, weights=True # read the `weights` file (False when saved weights will replace them)
+    def model(self, pretrained=True # load the `pretrained` weights (False when saved weights will replace them)
              ) -> FlairNet:
         "A new network of these settings."
-        return FlairNet(self.mode, self.encoder, bins=self.s2.bins, s2_dim=self.s2_dim, width=self.width,
-                        weights=self.weights if weights else None, s2_encoder=self.s2_encoder,
-                        finest_stride=self.finest_stride, detail_width=self.detail_width, fuse=self.fuse)
+        return FlairNet(self.mode, self.encoder, bands=self.bands, bins=self.s2.bins, s2_dim=self.s2_dim, width=self.width,
+                        pretrained=self.pretrained if pretrained else None, s2_encoder=self.s2_encoder,
+                        finest_stride=self.finest_stride, detail_width=self.detail_width, fuse=self.fuse,
+                        decoder=self.decoder, s2_fusion=self.s2_fusion, aux=self.aux_weight > 0)
 
 # %% ../nbs/09_saved.ipynb #b8ead060
 def class_weights(other_weight=0. # loss weight of class 12 "other"
@@ -88,14 +101,8 @@ def class_weights(other_weight=0. # loss weight of class 12 "other"
     w = torch.ones(N_CLASSES); w[OTHER] = other_weight
     return w
 
-# %% ../nbs/09_saved.ipynb #1f7199e7
-FORMAT = 'flair2-model/3'  # the `format` of a saved model's config.json
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
+# %% ../nbs/09_saved.ipynb #912c69d6
+FORMAT = 'flair2-model/4'  # the `format` of a saved model's config.json
 
 # %% ../nbs/09_saved.ipynb #c47e9b16
 def export_model(model:torch.nn.Module,  # the trained network
@@ -111,9 +118,10 @@ def export_model(model:torch.nn.Module,  # the trained network
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
              for k, v in model.state_dict().items()}
     with atomic_path(folder / 'model.safetensors') as t: save_file(state, str(t))
-    write_json(folder / 'config.json', dict(format=FORMAT, config=cfg.to_dict(), stats=stats, classes=list(CLASSES),
+    pre = getattr(model, 'pretrained', None) or getattr(getattr(model, 'module', None), 'pretrained', None)  # a DDP-wrapped network keeps it inside
+    write_json(folder / 'config.json', dict(format=FORMAT, config=cfg.to_dict(), stats=stats, classes=list(CLASSES), pretrained=pre,
                valid_domains=sorted(valid_rows['domain'].unique().tolist()), valid_ids=sorted(int(i) for i in valid_rows['id']),
-               sha256=_sha256(folder / 'model.safetensors'), metrics=metrics or {}, **(extra or {})))
+               sha256=sha256_file(folder / 'model.safetensors'), metrics=metrics or {}, **(extra or {})))
     return folder
 
 # %% ../nbs/09_saved.ipynb #6966a4a8
@@ -141,13 +149,18 @@ def _upgrade_v1(conf:dict) -> dict:
 
 def _upgrade_v2(conf:dict) -> dict:
     "A `flair2-model/2` config in the current layout (those decoders concatenated every encoder level, without a refinement)."
-    return {**conf, 'format': FORMAT, 'config': {'finest_stride': 2, 'detail_width': 0, 'fuse': 'concat', **conf['config']}}
+    return {**conf, 'format': 'flair2-model/3', 'config': {'finest_stride': 2, 'detail_width': 0, 'fuse': 'concat', **conf['config']}}
+
+def _upgrade_v3(conf:dict) -> dict:
+    "A `flair2-model/3` config in the current layout (its `weights`, a local encoder file, is now `pretrained`)."
+    c = dict(conf['config']); c['pretrained'] = c.pop('weights', c.get('pretrained'))
+    return {**conf, 'format': FORMAT, 'config': c}
 
 def upgrade_config(conf:dict # a parsed config.json
                   ) -> dict:
     "A saved model's config in the current layout, whichever earlier layout it was written in."
-    if isinstance(conf, dict) and conf.get('format') == 'flair2-model/1': conf = _upgrade_v1(conf)
-    if isinstance(conf, dict) and conf.get('format') == 'flair2-model/2': conf = _upgrade_v2(conf)
+    for old, up in (('flair2-model/1', _upgrade_v1), ('flair2-model/2', _upgrade_v2), ('flair2-model/3', _upgrade_v3)):
+        if isinstance(conf, dict) and conf.get('format') == old: conf = up(conf)
     return conf
 
 # %% ../nbs/09_saved.ipynb #92a37bc2
@@ -184,10 +197,10 @@ def load_model(path,         # a model folder, or a run folder with `models/<mod
     except ValueError as e: raise FlairFormatError(cj, f"not valid JSON ({e})") from None
     conf = upgrade_config(conf)
     if not isinstance(conf, dict) or conf.get('format') != FORMAT: raise FlairFormatError(cj, 'not a flair2 model config')
-    if _sha256(wf) != conf.get('sha256'): raise FlairFormatError(wf, 'checksum differs from config.json: the weights were modified or belong to another model')
+    if sha256_file(wf) != conf.get('sha256'): raise FlairFormatError(wf, 'checksum differs from config.json: the weights were modified or belong to another model')
     try: cfg = TrainConfig.from_dict(conf['config'])
     except (ValueError, TypeError, KeyError) as e: raise FlairFormatError(cj, f"bad training settings ({e})") from None
-    net = cfg.model(weights=False)
+    net = cfg.model(pretrained=False)
     try: state = load_file(str(wf), device='cpu')
     except (SafetensorError, OSError) as e: raise FlairFormatError(wf, f"unreadable safetensors file ({e})") from None
     try: net.load_state_dict(state, strict=True)
