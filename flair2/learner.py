@@ -89,10 +89,11 @@ def init_from(net:nn.Module, # the network to initialise
     net.load_state_dict(same, strict=False)
     return dict(folder=str(src.folder), sha256=src.conf['sha256'], copied=len(same), of=len(own))
 
-# %% ../nbs/14_learner.ipynb #0a427110
+# %% ../nbs/14_learner.ipynb #cc15aee3
 def flair_splitter(net:nn.Module # a `FlairNet`
                   ) -> list:
     "Parameter groups for fastai: the aerial encoder, then the rest (`learn.freeze()` freezes the encoder)."
+    net = getattr(net, 'module', net)  # inside DistributedDataParallel
     enc = list(net.encoder.parameters()) if hasattr(net, 'encoder') else []
     ids = {id(p) for p in enc}
     return [enc, [p for p in net.parameters() if id(p) not in ids]] if enc else [list(net.parameters())]
