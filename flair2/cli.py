@@ -88,16 +88,16 @@ def _cmd_run(a):
     print(f"run written to {out}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #7110835b
+# %% ../nbs/17_cli.ipynb #547f60f0
 def _cmd_train(a):
     import torch
     from fastai.torch_core import rank_distrib, num_distrib
-    from flair2.learner import train, resume_state  # training is imported by the command that trains, not by every command
+    from flair2.learner import train, resume_state, seed_runs  # training is imported by the command that trains, not by every command
     if num_distrib() > 1 and torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))  # one GPU per process
     cfg = TrainConfig.from_dict({'mode': a.mode, **parse_params(a.set or ())})
     index = _index(a)
     if not a.no_check: preflight(index[index['split'] == 'train'])
-    runs = [(TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), Path(a.out) / f"seed{k}") for k in a.seeds] if a.seeds else [(cfg, Path(a.out))]
+    runs = seed_runs(cfg, a.out, a.seeds) if a.seeds else [(cfg, Path(a.out))]
     for c, out in runs:
         main, (start, _) = not rank_distrib(), resume_state(out / 'ckpt')
         if main and start and not a.restart: print(f"resuming from the checkpoint after epoch {start - 1} in {out / 'ckpt'}")

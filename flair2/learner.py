@@ -23,7 +23,8 @@ from .saved import TrainConfig, class_weights, export_model, load_model, find_mo
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'build_learner',
            'ChannelsLastAerial', 'Checkpoint', 'resume_state', 'fits_checkpoint', 'FlairDistributedDL',
-           'FlairDistributedTrainer', 'data_parallel', 'train', 'train_seeds', 'lr_find_figure', 'plot_history']
+           'FlairDistributedTrainer', 'data_parallel', 'train', 'seed_runs', 'train_seeds', 'lr_find_figure',
+           'plot_history']
 
 # %% ../nbs/14_learner.ipynb #1656cf85
 class MaskedFocalLoss(nn.Module):
@@ -247,7 +248,15 @@ def train(index:pd.DataFrame,  # a `patch_index`
     distrib_barrier()
     return learn
 
-# %% ../nbs/14_learner.ipynb #f27dcedb
+# %% ../nbs/14_learner.ipynb #9b145676
+def seed_runs(cfg:TrainConfig, # the settings (their `seed` is replaced)
+              out,             # the parent folder: one model folder `seed<k>` per seed
+              seeds            # the seeds
+             ) -> list:
+    "(settings, model folder) of each seed: `cfg` with that seed, trained into `out/seed<k>`."
+    return [(TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), Path(out) / f"seed{k}") for k in seeds]
+
+# %% ../nbs/14_learner.ipynb #7f6a920c
 def train_seeds(index:pd.DataFrame, # a `patch_index`
                 cfg:TrainConfig,    # the settings (its `seed` is replaced)
                 out,                # the parent folder: one model folder `seed<k>` per seed
@@ -255,9 +264,9 @@ def train_seeds(index:pd.DataFrame, # a `patch_index`
                 **kwargs            # more `train` arguments
                ) -> list:
     "Train `cfg` once per seed into `out/seed<k>`; returns the Learners."
-    return [train(index, TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), Path(out) / f"seed{k}", **kwargs) for k in seeds]
+    return [train(index, c, folder, **kwargs) for c, folder in seed_runs(cfg, out, seeds)]
 
-# %% ../nbs/14_learner.ipynb #db99ec6b
+# %% ../nbs/14_learner.ipynb #f75931fd
 def lr_find_figure(index:pd.DataFrame, # a `patch_index`
                    cfg:TrainConfig,    # the settings
                    path,               # the Learner's folder
@@ -272,7 +281,7 @@ def lr_find_figure(index:pd.DataFrame, # a `patch_index`
     fig = plt.gcf(); fig.axes[0].set_title(f"lr_find: {cfg.mode} (valley {sug:.1e})")
     return sug, fig
 
-# %% ../nbs/14_learner.ipynb #6fdab734
+# %% ../nbs/14_learner.ipynb #b2d92f9b
 def plot_history(history:list, # `learn.history` records
                  title=''      # figure title
                 ) -> plt.Figure:

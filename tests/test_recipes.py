@@ -8,6 +8,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 from flair2.cli import main
+from flair2.core import sha256_file
 from flair2.chain import REPO, run_chain, notebook_params, PIPELINE
 from flair2.io import patch_index
 from flair2.sentinel import S2Config
@@ -54,8 +55,7 @@ def test_pretrained_file_loads_adapted_and_recorded(index, weights, tmp_path):
                        src.layer1[0].conv2.weight)   # a torch checkpoint
     train(index, cfg, tmp_path / 'm', progress=False)
     conf = json.loads((tmp_path / 'm' / 'config.json').read_text())
-    import hashlib
-    assert conf['pretrained']['sha256'] == hashlib.sha256((d / 'resnet18.safetensors').read_bytes()).hexdigest()
+    assert conf['pretrained']['sha256'] == sha256_file(d / 'resnet18.safetensors')
     assert conf['config']['pretrained'] == str(d / 'resnet18.safetensors')
     assert load_model(tmp_path / 'm').cfg.pretrained == str(d / 'resnet18.safetensors')  # loading never re-reads the file
 
