@@ -25,7 +25,7 @@ __all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'outputs_dir', 'generated_root', 
 REPO = Path(flair2.__file__).resolve().parent.parent
 NBS = REPO / 'nbs'
 PIPELINE = NBS / 'pipeline'  # the pipeline notebooks (the library notebooks are in `NBS`)
-CHAIN = ('01_explore.ipynb', '02_train.ipynb', '03_evaluate.ipynb', '04_analysis.ipynb', '05_predict.ipynb', '06_viewer.ipynb')  # in order
+CHAIN = ('01_explore.ipynb', '02_train.ipynb', '03_evaluate.ipynb', '04_analysis.ipynb', '05_predict.ipynb', '06_viewer.ipynb', '07_map.ipynb')  # in order
 
 # %% ../nbs/16_chain.ipynb #35efa1d1
 def outputs_dir() -> Path:

@@ -16,8 +16,8 @@ from .model import Accel, prepare_net, autocast
 from .saved import SavedModel, TrainConfig, class_weights, export_model, load_model
 
 # %% auto #0
-__all__ = ['TTA_OPS', 'Ensemble', 'load_ensemble', 'evaluate', 'd4_inverse', 'tta_probs', 'ensemble_probs', 'predict_arrays',
-           'pick_tta', 'time_tta']
+__all__ = ['TTA_OPS', 'Ensemble', 'load_ensemble', 'ensemble_members', 'evaluate', 'd4_inverse', 'tta_probs', 'ensemble_probs',
+           'predict_arrays', 'pick_tta', 'time_tta']
 
 # %% ../nbs/10_inference.ipynb #70433148
 class Ensemble:
@@ -50,9 +50,10 @@ def load_ensemble(paths,       # model or run folders (one: a single model)
     models = [load_model(p, mode, device) for p in paths]
     return models[0] if len(models) == 1 and weights is None else Ensemble(models, weights)
 
-# %% ../nbs/10_inference.ipynb #51d721d6
-def _members(model) -> tuple[list, list]:
-    "(models, weights) of a `SavedModel` or an `Ensemble`."
+# %% ../nbs/10_inference.ipynb #a31be00d
+def ensemble_members(model:SavedModel|Ensemble # a model, or an ensemble
+                    ) -> tuple[list, list]:
+    "(models, weights) of a `SavedModel` (itself, weight 1) or an `Ensemble`."
     return (model.models, model.weights) if isinstance(model, Ensemble) else ([model], [1.])
 
 # %% ../nbs/10_inference.ipynb #5cd36deb
@@ -73,7 +74,7 @@ def evaluate(model:SavedModel|Ensemble, # the model, or an ensemble
             ) -> pd.DataFrame:
     "Per-patch loss, mIoU and confusion matrix of `model` (or an ensemble) on `rows`."
     rows, accel = rows.reset_index(drop=True), accel or Accel()
-    models, weights = _members(model)
+    models, weights = ensemble_members(model)
     device = device or default_device()
     nets = [prepare_net(m.net, accel, device).eval() for m in models]
     w = class_weights(models[0].cfg.other_weight).to(device)
@@ -144,7 +145,7 @@ def predict_arrays(model:SavedModel|Ensemble, # the model, or an ensemble
     "Yield `(row, prediction)` (H×W uint8, classes 0..12) for each of `rows`, in order."
     rows, accel = rows.reset_index(drop=True), accel or Accel()
     if not len(rows): return
-    models, weights = _members(model)
+    models, weights = ensemble_members(model)
     device, i = device or default_device(), 0
     nets = [prepare_net(m.net, accel, device).eval() for m in models]
     for xs, _ in _batches(models, rows, bs, num_workers, device, labels=False):
@@ -176,7 +177,7 @@ def time_tta(model:SavedModel|Ensemble, # the model, or an ensemble (all its mem
             ) -> dict:
     "Seconds per patch of each TTA level up to `max_level`, stopping once one would not fit `budget`."
     n, rows, accel = len(rows), rows.iloc[:bs], accel or Accel()
-    models, weights = _members(model)
+    models, weights = ensemble_members(model)
     device = device or default_device()
     t = time.perf_counter()
     xs, _ = next(_batches(models, rows, bs, num_workers, device, labels=False))

@@ -15,9 +15,10 @@ from .core import *
 from .sentinel import S2Config
 
 # %% auto #0
-__all__ = ['find_splits', 'find_json', 'read_json', 'patch_num', 'load_centroids', 'list_dir', 'patch_index', 'tif_data_end',
-           'tif_profile', 'read_pixels', 'read_aerial', 'check_labels', 'read_mask', 'product_date', 'read_products',
-           'open_npy', 'crop_centered', 'read_sentinel', 'patch_row', 'load_item', 'load_patch', 'read_pred']
+__all__ = ['find_splits', 'find_json', 'read_json', 'patch_num', 'load_centroids', 'list_dir', 'patch_index', 'open_raster',
+           'tif_data_end', 'tif_profile', 'read_pixels', 'read_aerial', 'check_labels', 'read_mask', 'product_date',
+           'read_products', 'open_npy', 'crop_centered', 'read_sentinel', 'patch_row', 'load_item', 'load_patch',
+           'read_pred']
 
 # %% ../nbs/03_io.ipynb #4a4e6286
 _SPLIT_DIR = re.compile(r'^flair(?:[-_]2)?(?:[-_]toy)?[-_](aerial|labels|sen)[-_](train|test)$', re.I)
@@ -129,9 +130,10 @@ def patch_index(root,       # the dataset folder
     df.attrs['root'] = str(Path(root))
     return df
 
-# %% ../nbs/03_io.ipynb #126483fd
-def _open(path):
-    "Open a GeoTIFF, turning rasterio's errors into `FlairFormatError`."
+# %% ../nbs/03_io.ipynb #606f9c4f
+def open_raster(path # a GeoTIFF (or any raster GDAL reads)
+               ):
+    "Open a raster with rasterio, turning a missing file and rasterio's errors into `FlairFormatError`."
     if not Path(path).exists(): raise FlairFormatError(path, 'file not found')
     try:
         with warnings.catch_warnings():
@@ -188,7 +190,7 @@ def tif_profile(path,        # a GeoTIFF
                 kind='aerial' # 'aerial' (5 uint8 bands) or 'mask' (1 uint8 band)
                ) -> dict:
     """Check the header of an aerial (`kind='aerial'`) or label (`'mask'`) GeoTIFF without reading pixels; return its profile."""
-    with _open(path) as src:
+    with open_raster(path) as src:
         (_check_aerial if kind == 'aerial' else _check_mask)(src, path)
         prof = _profile(src)
     end, size = tif_data_end(path), Path(path).stat().st_size
@@ -218,7 +220,7 @@ def read_pixels(path,       # an `IMG_*.tif` or `MSK_*.tif`
     count = 5 if kind == 'aerial' else 1
     a = _tiff_uint8(path, count)
     if a is not None: return a
-    with _open(path) as src:
+    with open_raster(path) as src:
         (_check_aerial if kind == 'aerial' else _check_mask)(src, path)
         return _read(src, path)
 
@@ -228,7 +230,7 @@ def read_aerial(path,      # an `IMG_*.tif`
                ) -> tuple[np.ndarray, dict]:
     """Read an aerial `IMG_*.tif` as (bands, H, W) uint8 plus a profile with `crs`, `transform`, `width`, `height`."""
     idx = band_indices(bands, AERIAL_BANDS)
-    with _open(path) as src:
+    with open_raster(path) as src:
         _check_aerial(src, path)
         return _read(src, path, [i + 1 for i in idx]), _profile(src)
 
@@ -379,7 +381,7 @@ def read_pred(path,                  # a `PRED_*.tif`
               shape:tuple|None=None  # the expected (H, W), e.g. the label's
              ) -> np.ndarray:
     "Read a PRED file as H×W uint8, checking it is one uint8 band (of `shape` when given)."
-    with _open(path) as src:
+    with open_raster(path) as src:
         if src.count != 1: raise FlairFormatError(path, f"a prediction has 1 band, found {src.count}")
         if src.dtypes[0] != 'uint8': raise FlairFormatError(path, f"a prediction is uint8, found {src.dtypes[0]}")
         if shape is not None and (src.height, src.width) != tuple(shape):

@@ -13,12 +13,13 @@ from safetensors.torch import save_file, load_file
 from safetensors import SafetensorError
 from .core import *
 from .sentinel import S2Config
+from .io import tif_profile
 from .data import S2Loader, S2Cache, NoS2
 from .model import FlairNet, Accel
 
 # %% auto #0
-__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'export_model', 'find_model', 'upgrade_config', 'SavedModel', 'load_model',
-           'split_rows']
+__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'patch_geometry', 'export_model', 'find_model', 'upgrade_config',
+           'SavedModel', 'load_model', 'split_rows']
 
 # %% ../nbs/09_saved.ipynb #4e11d5e3
 @dataclass
@@ -104,7 +105,15 @@ def class_weights(other_weight=0. # loss weight of class 12 "other"
 # %% ../nbs/09_saved.ipynb #912c69d6
 FORMAT = 'flair2-model/4'  # the `format` of a saved model's config.json
 
-# %% ../nbs/09_saved.ipynb #c47e9b16
+# %% ../nbs/09_saved.ipynb #ce658a6e
+def patch_geometry(rows:pd.DataFrame # index rows (with `img`)
+                  ) -> dict|None:
+    "`{'size': pixels, 'pixel_size': metres}` of the first image of `rows` (None without images)."
+    if 'img' not in rows or not len(rows): return None
+    p = tif_profile(rows['img'].iloc[0])
+    return dict(size=int(p['width']), pixel_size=round(abs(p['transform'].a), 6))
+
+# %% ../nbs/09_saved.ipynb #71a1f824
 def export_model(model:torch.nn.Module,  # the trained network
                  cfg:TrainConfig,        # its settings
                  folder,                 # the model folder (created)
@@ -119,12 +128,12 @@ def export_model(model:torch.nn.Module,  # the trained network
              for k, v in model.state_dict().items()}
     with atomic_path(folder / 'model.safetensors') as t: save_file(state, str(t))
     pre = getattr(model, 'pretrained', None) or getattr(getattr(model, 'module', None), 'pretrained', None)  # a DDP-wrapped network keeps it inside
-    write_json(folder / 'config.json', dict(format=FORMAT, config=cfg.to_dict(), stats=stats, classes=list(CLASSES), pretrained=pre,
+    write_json(folder / 'config.json', dict(format=FORMAT, config=cfg.to_dict(), stats=stats, classes=list(CLASSES), pretrained=pre, patch=patch_geometry(valid_rows),
                valid_domains=sorted(valid_rows['domain'].unique().tolist()), valid_ids=sorted(int(i) for i in valid_rows['id']),
                sha256=sha256_file(folder / 'model.safetensors'), metrics=metrics or {}, **(extra or {})))
     return folder
 
-# %% ../nbs/09_saved.ipynb #6966a4a8
+# %% ../nbs/09_saved.ipynb #8da18985
 def find_model(path,        # a model folder, or a run folder with `models/<mode>/`
                mode='fused' # which model of a run folder
               ) -> Path:
@@ -138,7 +147,7 @@ def find_model(path,        # a model folder, or a run folder with `models/<mode
     raise FlairFormatError(path, f"no model here (expected config.json, or models/{mode}/config.json"
                                  + (f"; this run has models: {', '.join(have)})" if have else ')'))
 
-# %% ../nbs/09_saved.ipynb #ba0eed08
+# %% ../nbs/09_saved.ipynb #c13b8d9d
 def _upgrade_v1(conf:dict) -> dict:
     "A `flair2-model/1` config in the `/2` layout (Sentinel-2 settings in `config.s2`, `split` renamed `valid_by`)."
     c, s2 = dict(conf['config']), dict(conf.get('s2') or {})
@@ -163,7 +172,7 @@ def upgrade_config(conf:dict # a parsed config.json
         if isinstance(conf, dict) and conf.get('format') == old: conf = up(conf)
     return conf
 
-# %% ../nbs/09_saved.ipynb #92a37bc2
+# %% ../nbs/09_saved.ipynb #1487007e
 class SavedModel:
     "A trained model loaded once: `folder`, `cfg` (`TrainConfig`), `stats`, validation patches, `metrics` and the network `net`."
     def __init__(self,
@@ -182,9 +191,13 @@ class SavedModel:
     def s2_input(self) -> S2Config|None:
         "The Sentinel-2 settings the network reads (None for an aerial model: it reads none)."
         return None if self.mode == 'aerial' else self.cfg.s2
+    @property
+    def patch(self) -> dict|None:
+        "The patch geometry it was trained on, `{'size', 'pixel_size'}` (None for a model saved before it was recorded)."
+        return self.conf.get('patch')
     def __repr__(self): return f"SavedModel({self.folder}, mode={self.mode}, encoder={self.cfg.encoder}, valid mIoU={self.metrics.get('miou')})"
 
-# %% ../nbs/09_saved.ipynb #ca693a8e
+# %% ../nbs/09_saved.ipynb #a0273b71
 def load_model(path,         # a model folder, or a run folder with `models/<mode>/`
                mode='fused', # which model of a run folder
                device='cpu'  # where the network goes
@@ -207,7 +220,7 @@ def load_model(path,         # a model folder, or a run folder with `models/<mod
     except RuntimeError as e: raise FlairFormatError(wf, f"weights do not fit the configured model ({str(e).splitlines()[0]})") from None
     return SavedModel(folder, conf, cfg, net.to(device).eval())
 
-# %% ../nbs/09_saved.ipynb #8106654d
+# %% ../nbs/09_saved.ipynb #2ecfcd12
 def split_rows(index:pd.DataFrame,             # a `patch_index`
                split='test',                   # one of `SPLITS`
                model:SavedModel|None=None      # the model whose validation patches `valid` means

@@ -17,7 +17,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['WOODS', 'FIELDS', 'APPEAR', 'HEIGHT', 'CROWN', 'PARCEL_PRIOR', 'SPECTRA', 'TINY', 'SynthConfig', 'phenology',
-           'class_spectra', 'Zone', 'render_aerial', 'class_fractions', 'render_sentinel', 'synthesize', 'tiny_tree']
+           'class_spectra', 'Zone', 'render_aerial', 'class_fractions', 'render_sentinel', 'synthesize', 'tiny_tree',
+           'synth_scene']
 
 # %% ../nbs/01_synth.ipynb #cd8643fc
 @dataclass
@@ -350,3 +351,50 @@ def tiny_tree(path=None # where to write it; None: a new temporary folder
     "The tiny generated FLAIR #2 tree (`TINY`) that examples and tests share."
     path = Path(path) if path else Path(tempfile.mkdtemp(prefix='flair2-')) / 'flair'
     return synthesize(path, progress=False, **TINY)
+
+# %% ../nbs/01_synth.ipynb #5ea33121
+def synth_scene(out,        # the folder to write (`scene/`, `flair/`, `scene.json`)
+                grid=3,     # patches per side of the area
+                seed=0,     # random seed: same seed, same bytes
+                **kwargs    # more `SynthConfig` fields (`size`, `pixel_size`, `dates`, ...)
+               ) -> Path:
+    "Write a generated area of `grid`×`grid` patches as a scene to map and as a FLAIR #2 tree of its patches; returns `out`."
+    cfg, out = SynthConfig(seed=seed, train_domains=0, test_domains=1, **kwargs), Path(out)
+    rng = np.random.default_rng([seed, 7])
+    dom, zname, (P, res), m = _domains(cfg, rng)[0], 'Z1_MP', (cfg.size, cfg.res), cfg.margin[0]
+    H = W = int(np.ceil(grid * P * res / 10)) + 2 * m + 1
+    x0, y0 = 10. * rng.integers(60000, 100000), 10. * rng.integers(620000, 700000)
+    sx0, sy0 = x0 + m * 10 + 3., y0 - m * 10 - 3.                        # the scene's top-left corner, off the 10 m grid
+    zone = Zone(rng, x0, y0, W * 10., H * 10., dom['prior'], cfg.parcel_m)
+    xs, ys = sx0 + (np.arange(grid * P) + .5) * res, sy0 - (np.arange(grid * P) + .5) * res
+    lab, inst = zone.render(xs, ys)
+    img = render_aerial(zone, lab, inst, xs, ys, res, dom['gain'], dom['offset'], rng)
+    _write_tif(out / 'scene' / 'aerial.tif', img, from_origin(sx0, sy0, res, res), 'lzw')
+    _write_tif(out / 'scene' / 'labels.tif', lab[None], from_origin(sx0, sy0, res, res), 'lzw')
+    T = int(rng.integers(cfg.dates[0], cfg.dates[1] + 1))
+    doy = np.sort(rng.choice(np.arange(1, 366), T, replace=False))
+    dates = np.datetime64(f"{dom['year']}-01-01") + (doy - 1).astype('timedelta64[D]')
+    data, masks = render_sentinel(zone, H, W, doy, rng.normal(0, 6), dom['s2_gain'], dom['snowy'], rng)
+    data = np.clip(np.rint(data), 0, np.iinfo(cfg.s2_dtype).max).astype(cfg.s2_dtype)
+    names = [_product(d, rng) for d in dates]
+    s2 = dict(driver='GTiff', dtype='uint16', count=12, height=H, width=W, crs='EPSG:2154', transform=from_origin(x0, y0, 10, 10), compress='lzw')
+    (out / 'scene' / 's2').mkdir(parents=True, exist_ok=True)
+    for t, name in enumerate(names):
+        with rasterio.open(out / 'scene' / 's2' / f"{name}.tif", 'w', **s2) as dst:
+            dst.write(np.concatenate([data[t], masks[t]]).astype(np.uint16))
+    aer, lbl, sen = (out / 'flair' / d / dom['name'] / zname for d in _DIRS['test'])
+    (sen / 'sen').mkdir(parents=True, exist_ok=True)
+    stem = sen / 'sen' / f"SEN2_sp_{dom['name']}-{zname}"
+    np.save(f"{stem}_data.npy", data); np.save(f"{stem}_masks.npy", masks)
+    Path(f"{stem}_products.txt").write_text(''.join(n + '\n' for n in names))
+    cents = {}
+    for i in range(grid):
+        for j in range(grid):
+            pid, tr = f"{1 + i * grid + j:06d}", from_origin(sx0 + j * P * res, sy0 - i * P * res, res, res)
+            _write_tif(aer / 'img' / f"IMG_{pid}.tif", img[:, i * P:(i + 1) * P, j * P:(j + 1) * P], tr, None)
+            _write_tif(lbl / 'msk' / f"MSK_{pid}.tif", lab[None, i * P:(i + 1) * P, j * P:(j + 1) * P], tr, None)
+            cx, cy = sx0 + (j + .5) * P * res, sy0 - (i + .5) * P * res
+            cents[f"IMG_{pid}.tif"] = [int((y0 - cy) // 10), int((cx - x0) // 10)]  # the Sentinel-2 pixel holding the patch centre
+    (out / 'flair' / 'flair-2_centroids_sp_to_patch.json').write_text(json.dumps(cents))
+    (out / 'scene.json').write_text(json.dumps(dict(s2_origin=[x0, y0], pixel_size=res, patch=P, grid=grid, domain=dom['name'], dates=T)))
+    return out

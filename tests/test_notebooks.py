@@ -9,10 +9,11 @@ from flair2.sentinel import S2Config
 from flair2.synth import SynthConfig
 from flair2.saved import TrainConfig
 from flair2.predict import PredictConfig
+from flair2.maps import MapConfig
 
 NBS = Path(__file__).resolve().parents[1] / 'nbs'
 LIBRARY = sorted(NBS.glob('*.ipynb'))
-SETTINGS = (TrainConfig, PredictConfig, SynthConfig)  # the homes of the defaults; S2Config's come as the `s2` dict
+SETTINGS = (TrainConfig, PredictConfig, SynthConfig, MapConfig)  # the homes of the defaults; S2Config's come as the `s2` dict
 
 
 @pytest.mark.parametrize('nb', LIBRARY, ids=[p.stem for p in LIBRARY])
@@ -99,7 +100,7 @@ def _outputs(nb):
 @pytest.mark.slow
 def test_reports_show_figures_and_findings(chain_run):
     """Executed pipeline notebooks carry their figures inline (as many as they saved), a generated sentence per section, and no warnings."""
-    saved = {'01_explore.ipynb': 6, '02_train.ipynb': 5, '03_evaluate.ipynb': 1, '04_analysis.ipynb': 7, '06_viewer.ipynb': 1}
+    saved = {'01_explore.ipynb': 6, '02_train.ipynb': 5, '03_evaluate.ipynb': 1, '04_analysis.ipynb': 7, '06_viewer.ipynb': 1, '07_map.ipynb': 1}
     for nb in CHAIN:
         outs = _outputs(chain_run / nb)
         images = [o for o in outs if 'image/png' in o.get('data', {})]

@@ -1,0 +1,167 @@
+"""`flair2 map`: a scene that is one patch maps to `predict`'s classes; a mosaic is georeferenced, keeps its nodata and is
+at least as accurate as the separate patches; the real IGN tile maps end to end; bad input is one line and leaves nothing;
+an interrupted run resumes from its finished blocks."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+from flair2.cli import main
+from flair2.core import to13, IGNORE
+from flair2.io import patch_index, read_mask
+from flair2.synth import synth_scene, synthesize
+from flair2.sentinel import S2Config
+from flair2.saved import TrainConfig, load_model, split_rows
+from flair2.inference import predict_arrays
+from flair2.learner import train
+from flair2.maps import map_scene, MapConfig, S2Series, Mapper
+from flair2.metrics import confusion
+
+REAL = 'ign_ortho_rgb_irc_lidar'
+
+
+@pytest.fixture(scope='module')
+def fused(tmp_path_factory):
+    """A small fused model trained for 10 s on 54 generated 64-px patches at 1.6 m (pixel accuracy about 0.7 on a new domain)."""
+    d = tmp_path_factory.mktemp('fused')
+    data = synthesize(d / 'data', seed=5, size=64, train_domains=3, test_domains=1, zones_per_domain=2, patches_per_zone=9, progress=False)
+    train(patch_index(data), TrainConfig(epochs=10, bs=8, s2=S2Config(size=16, bins=4), s2_dim=16, width=32), d / 'model', progress=False)
+    return d / 'model'
+
+
+@pytest.fixture(scope='module')
+def scene(tmp_path_factory):
+    """A generated 3×3 area of 64-px patches: a scene to map and the same patches as a FLAIR tree."""
+    return synth_scene(tmp_path_factory.mktemp('scene') / 'sc', grid=3, size=64, dates=(10, 14))
+
+
+def _map(*args):
+    return main(['map', '--quiet', *map(str, args)])
+
+
+def test_one_patch_maps_to_predict(fused, scene, tmp_path):
+    tree = patch_index(scene / 'flair'); rows = split_rows(tree, 'test')
+    origin = json.loads((scene / 'scene.json').read_text())['s2_origin']
+    sen = next((scene / 'flair').rglob('sen'))
+    preds = {int(r['id']): p for r, p in predict_arrays(load_model(fused), rows, tta=4, device='cpu')}
+    for k in (0, 4):  # a corner patch and the middle one
+        out = tmp_path / f'p{k}.tif'
+        assert _map('--model', fused, '--image', rows.img[k], '--s2', sen, '--s2-origin', *origin, '--overlap', 0, '--out', out) == 0
+        with rasterio.open(out) as m, rasterio.open(rows.img[k]) as s:
+            assert (m.crs, m.transform, m.shape) == (s.crs, s.transform, s.shape)
+            assert np.array_equal(m.read(1), preds[int(rows.id[k])])
+
+
+def _cut_scene(scene, d, h=181, w=187):
+    """The scene's aerial raster cut to an odd size, with nodata (0) in a corner."""
+    with rasterio.open(scene / 'scene' / 'aerial.tif') as s: a, prof = s.read(window=Window(0, 0, w, h)), s.profile
+    a[:, :30, :40] = 0
+    prof.update(width=w, height=h, nodata=0, transform=rasterio.windows.transform(Window(0, 0, w, h), prof['transform']))
+    with rasterio.open(d / 'cut.tif', 'w', **prof) as o: o.write(a)
+    return d / 'cut.tif'
+
+
+def test_mosaic_with_overlap(fused, scene, tmp_path):
+    img = _cut_scene(scene, tmp_path)
+    out = tmp_path / 'map.tif'
+    assert _map('--model', fused, '--image', img, '--s2', scene / 'scene' / 's2', '--out', out) == 0  # the defaults: overlap 0.25, TTA 4
+    with rasterio.open(out) as m, rasterio.open(img) as s:
+        assert (m.crs, m.transform, m.shape, m.nodata) == (s.crs, s.transform, s.shape, 255)
+        got = m.read(1)
+    assert (got[:30, :40] == 255).all() and (got[30:] != 255).all() and (got[:, 40:] != 255).all()
+    for f in ('map.qml', 'map_confidence.tif', 'map.png', 'map.json'): assert (tmp_path / f).exists(), f
+    assert not list(tmp_path.glob('.*work*'))
+    # accuracy: the whole mosaic mapped with the defaults against the separate patches predicted as the challenge does
+    assert _map('--model', fused, '--image', scene / 'scene' / 'aerial.tif', '--s2', scene / 'scene' / 's2', '--out', tmp_path / 'whole.tif') == 0
+    with rasterio.open(tmp_path / 'whole.tif') as m: got = m.read(1)
+    tiles = np.zeros((192, 192), np.uint8)
+    for r, p in predict_arrays(load_model(fused), split_rows(patch_index(scene / 'flair'), 'test'), tta=4, device='cpu'):
+        i, j = divmod(int(r['id']) - 1, 3); tiles[i * 64:(i + 1) * 64, j * 64:(j + 1) * 64] = p
+    lab = to13(rasterio.open(scene / 'scene' / 'labels.tif').read(1))
+    acc_map, acc_tiles = (got == lab).mean(), (tiles == lab).mean()
+    print(f"pixel accuracy on the 3×3 mosaic: map with overlap {acc_map:.4f}, separate patches {acc_tiles:.4f}")
+    assert acc_map >= acc_tiles
+
+
+def test_real_ign_tile(real, tmp_path):
+    r = real / REAL
+    data = synthesize(tmp_path / 'd', size=64, pixel_size=0.2, train_domains=2, test_domains=1, zones_per_domain=1, patches_per_zone=4, progress=False)
+    assert main(['train', '--quiet', '--data', str(data), '--mode', 'aerial', '--out', str(tmp_path / 'm'), '-s', 'epochs', '1', '-s', 'width', '32']) == 0
+    assert main(['elevation', '--like', str(r / 'test_data_rgb.tif'), '--dtm', str(r / 'ctview_test_data_77055_627760_LA93_IGN69_interp_DTM50cm.tif'),
+                 '--points', str(r / 'test_data_77055_627760_LA93_IGN69.laz'), '--out', str(tmp_path / 'elev.tif')]) == 0
+    with rasterio.open(tmp_path / 'elev.tif') as e: el = e.read(1)
+    assert (el != 255).mean() > 0.95 and np.median(el[el != 255]) > 0  # heights above ground, almost everywhere
+    out = tmp_path / 'tile.tif'
+    assert _map('--model', tmp_path / 'm', '--image', r / 'test_data_rgb.tif', '--image', f"{r / 'test_data_irc.tif'}:NIR,-,-",
+                '--image', tmp_path / 'elev.tif', '--out', out, '--tta', 2) == 0
+    with rasterio.open(out) as m, rasterio.open(r / 'test_data_rgb.tif') as s:
+        assert m.crs == s.crs and m.transform.almost_equals(s.transform) and m.shape == s.shape
+        assert set(np.unique(m.read(1))) <= set(range(13)) | {255}
+
+
+@pytest.mark.parametrize('case', ['no-overlap', 'missing-band', 's2-short', 'band-mismatch', 'no-s2'])
+def test_bad_input_one_line_nothing_left(case, fused, scene, tmp_path, capsys):
+    img, s2 = scene / 'scene' / 'aerial.tif', scene / 'scene' / 's2'
+    with rasterio.open(img) as s: a, prof = s.read(), s.profile
+    def write(name, arr, shift=0.):
+        p = dict(prof, count=arr.shape[0], transform=rasterio.Affine(prof['transform'].a, 0, prof['transform'].c + shift, 0, prof['transform'].e, prof['transform'].f))
+        with rasterio.open(tmp_path / name, 'w', **p) as o: o.write(arr)
+        return tmp_path / name
+    out = tmp_path / 'out' / 'map.tif'
+    if case == 'no-overlap': args, named = ['--image', write('rgb.tif', a[:3]), '--image', f"{write('far.tif', a[3:], 9000.)}:NIR,elevation", '--s2', s2], 'far.tif: does not overlap'
+    elif case == 'missing-band': args, named = ['--image', write('rgb.tif', a[:3]), '--s2', s2], 'rgb.tif: the model reads R, G, B, NIR, elevation; the scene has no NIR, elevation'
+    elif case == 'band-mismatch': args, named = ['--image', write('six.tif', np.concatenate([a, a[:1]])), '--s2', s2], 'six.tif: has 6 bands but only'
+    elif case == 'no-s2': args, named = ['--image', img], "needs the scene's Sentinel-2 year"
+    else:
+        short = tmp_path / 's2'; short.mkdir()
+        for f in sorted(s2.glob('*.tif')):
+            with rasterio.open(f) as s:
+                w = Window(0, 0, s.width, s.height // 2 - 12)
+                p = dict(s.profile, height=w.height, transform=rasterio.windows.transform(w, s.transform))
+                with rasterio.open(short / f.name, 'w', **p) as o: o.write(s.read(window=w))
+        args, named = ['--image', img, '--s2', short], 's2: does not cover the scene'
+    assert _map('--model', fused, '--out', out, *args) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and named in err, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_interrupted_run_resumes(fused, scene, tmp_path, monkeypatch):
+    cfg, img, s2 = MapConfig(tta=1, block=256, overlap=.25), scene / 'scene' / 'aerial.tif', scene / 'scene' / 's2'
+    model = load_model(fused)
+    whole = map_scene(model, [img], tmp_path / 'whole.tif', s2, cfg, device='cpu', progress=False)
+    assert whole['blocks'] == 1
+    cfg = MapConfig(tta=1, block=256, overlap=.25)
+    cfg.block = 256
+    calls, real_block = [], Mapper.block
+    def dying(self, *a, **k):
+        if len(calls) == 2: raise KeyboardInterrupt
+        calls.append(1); return real_block(self, *a, **k)
+    small = MapConfig(tta=1, block=256, overlap=.25, window=None)
+    # a scene of 4 blocks: 192 px read at 0.8 m is 384 px
+    small.pixel_size = 0.8
+    monkeypatch.setattr(Mapper, 'block', dying)
+    with pytest.raises(KeyboardInterrupt): map_scene(model, [img], tmp_path / 'm.tif', s2, small, device='cpu', progress=False)
+    assert not (tmp_path / 'm.tif').exists() and len(list(tmp_path.glob('.m.tif.work/blocks/*.npz'))) == 2
+    monkeypatch.setattr(Mapper, 'block', real_block)
+    rec = map_scene(model, [img], tmp_path / 'm.tif', s2, small, device='cpu', progress=False)
+    assert (rec['blocks'], rec['blocks_computed']) == (4, 2)
+    again = map_scene(model, [img], tmp_path / 'm2.tif', s2, small, device='cpu', progress=False)
+    with rasterio.open(tmp_path / 'm.tif') as a, rasterio.open(tmp_path / 'm2.tif') as b: assert np.array_equal(a.read(1), b.read(1))
+    assert not list(tmp_path.glob('.*work*'))
+
+
+@pytest.mark.slow
+def test_blocks_shared_among_torchrun_processes(fused, scene, tmp_path, free_port):
+    """torchrun, 2 CPU processes (gloo): the blocks are shared, rank 0 writes the map once, equal to a one-process map."""
+    args = ['map', '--quiet', '--model', str(fused), '--image', str(scene / 'scene' / 'aerial.tif'), '--s2', str(scene / 'scene' / 's2'),
+            '--block', '64', '--tta', '1']
+    assert main([*args, '--out', str(tmp_path / 'one.tif')]) == 0
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port', str(free_port),
+           str(Path(sys.executable).parent / 'flair2'), *args, '--out', str(tmp_path / 'two.tif')]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('mapped in') == 1 and '5 of 9 block(s) computed on 2 process(es)' in r.stdout, r.stdout
+    with rasterio.open(tmp_path / 'one.tif') as a, rasterio.open(tmp_path / 'two.tif') as b: assert np.array_equal(a.read(1), b.read(1))
+    assert not list(tmp_path.glob('.*work*'))
