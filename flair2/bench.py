@@ -273,7 +273,7 @@ def map_run(model, scene, out, cfg:dict) -> dict:
 # %% ../nbs/15_bench.ipynb #fe5bc53b
 def bench_map(folder,                 # where the generated scenes, the model and the maps go
               sizes=(2048, 4096),     # scene sides in pixels (multiples of `patch`)
-              overlaps=(0., .25),     # overlaps measured
+              overlaps=(0., .5),      # overlaps measured
               patch=512,              # patch side (0.2 m pixels)
               tta=1,                  # TTA level
               block=None,             # also map every scene in blocks of this side (None: only the default)

@@ -41,7 +41,7 @@ class MapConfig:
     "Settings of one map run."
     tta: int = PredictConfig.tta   # D4 test-time augmentation level 1, 2, 4 or 8
     bs: int = PredictConfig.bs     # windows per batch
-    overlap: float = 0.25          # share of a window's side it shares with each neighbour, blended (0: windows edge to edge)
+    overlap: float = 0.5           # share of a window's side it shares with each neighbour, blended (0: windows edge to edge)
     block: int = 4096              # side in pixels of the blocks the scene is computed, kept and resumed in (memory grows with it)
     window: int|None = None        # window side in pixels (None: the patch size the model was trained on)
     pixel_size: float|None = None  # metres per pixel the scene is read at (None: the model's; 0.2 for FLAIR)

@@ -65,7 +65,7 @@ def _cut_scene(scene, d, h=181, w=187):
 def test_mosaic_with_overlap(fused, scene, tmp_path):
     img = _cut_scene(scene, tmp_path)
     out = tmp_path / 'map.tif'
-    assert _map('--model', fused, '--image', img, '--s2', scene / 'scene' / 's2', '--out', out) == 0  # the defaults: overlap 0.25, TTA 4
+    assert _map('--model', fused, '--image', img, '--s2', scene / 'scene' / 's2', '--out', out) == 0  # the defaults: overlap 0.5, TTA 4
     with rasterio.open(out) as m, rasterio.open(img) as s:
         assert (m.crs, m.transform, m.shape, m.nodata) == (s.crs, s.transform, s.shape, 255)
         got = m.read(1)
@@ -128,26 +128,21 @@ def test_bad_input_one_line_nothing_left(case, fused, scene, tmp_path, capsys):
 
 
 def test_interrupted_run_resumes(fused, scene, tmp_path, monkeypatch):
-    cfg, img, s2 = MapConfig(tta=1, block=256, overlap=.25), scene / 'scene' / 'aerial.tif', scene / 'scene' / 's2'
-    model = load_model(fused)
-    whole = map_scene(model, [img], tmp_path / 'whole.tif', s2, cfg, device='cpu', progress=False)
-    assert whole['blocks'] == 1
-    cfg = MapConfig(tta=1, block=256, overlap=.25)
-    cfg.block = 256
+    """Interrupted after 2 of 4 blocks: the rerun computes the other 2, and the map equals an uninterrupted one."""
+    model, img, s2 = load_model(fused), scene / 'scene' / 'aerial.tif', scene / 'scene' / 's2'
+    cfg = MapConfig(tta=1, block=256, overlap=.25, pixel_size=0.8)  # the 192-px scene read at 0.8 m: 384 px, 4 blocks
     calls, real_block = [], Mapper.block
     def dying(self, *a, **k):
         if len(calls) == 2: raise KeyboardInterrupt
         calls.append(1); return real_block(self, *a, **k)
-    small = MapConfig(tta=1, block=256, overlap=.25, window=None)
-    # a scene of 4 blocks: 192 px read at 0.8 m is 384 px
-    small.pixel_size = 0.8
     monkeypatch.setattr(Mapper, 'block', dying)
-    with pytest.raises(KeyboardInterrupt): map_scene(model, [img], tmp_path / 'm.tif', s2, small, device='cpu', progress=False)
+    with pytest.warns(UserWarning, match='resampled'), pytest.raises(KeyboardInterrupt):
+        map_scene(model, [img], tmp_path / 'm.tif', s2, cfg, device='cpu', progress=False)
     assert not (tmp_path / 'm.tif').exists() and len(list(tmp_path.glob('.m.tif.work/blocks/*.npz'))) == 2
     monkeypatch.setattr(Mapper, 'block', real_block)
-    rec = map_scene(model, [img], tmp_path / 'm.tif', s2, small, device='cpu', progress=False)
+    with pytest.warns(UserWarning, match='resampled'): rec = map_scene(model, [img], tmp_path / 'm.tif', s2, cfg, device='cpu', progress=False)
     assert (rec['blocks'], rec['blocks_computed']) == (4, 2)
-    again = map_scene(model, [img], tmp_path / 'm2.tif', s2, small, device='cpu', progress=False)
+    with pytest.warns(UserWarning, match='resampled'): map_scene(model, [img], tmp_path / 'm2.tif', s2, cfg, device='cpu', progress=False)
     with rasterio.open(tmp_path / 'm.tif') as a, rasterio.open(tmp_path / 'm2.tif') as b: assert np.array_equal(a.read(1), b.read(1))
     assert not list(tmp_path.glob('.*work*'))
 
