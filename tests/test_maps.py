@@ -160,3 +160,37 @@ def test_blocks_shared_among_torchrun_processes(fused, scene, tmp_path, free_por
     assert r.stdout.count('mapped in') == 1 and '5 of 9 block(s) computed on 2 process(es)' in r.stdout, r.stdout
     with rasterio.open(tmp_path / 'one.tif') as a, rasterio.open(tmp_path / 'two.tif') as b: assert np.array_equal(a.read(1), b.read(1))
     assert not list(tmp_path.glob('.*work*'))
+
+
+def _to_crs(src_path, dst_path, crs, res, bands=None):
+    """`src_path` (its `bands`) reprojected to `crs` at `res` metres, as another provider would deliver it."""
+    from rasterio.warp import calculate_default_transform, reproject, Resampling
+    with rasterio.open(src_path) as s:
+        bands = bands or list(range(1, s.count + 1))
+        tr, w, h = calculate_default_transform(s.crs, crs, s.width, s.height, *s.bounds, resolution=res)
+        prof = dict(s.profile, crs=crs, transform=tr, width=w, height=h, count=len(bands), nodata=0)
+        with rasterio.open(dst_path, 'w', **prof) as d:
+            for k, b in enumerate(bands, 1):
+                reproject(rasterio.band(s, b), rasterio.band(d, k), dst_transform=tr, dst_crs=crs, resampling=Resampling.bilinear, dst_nodata=0)
+    return dst_path
+
+
+def test_inputs_in_another_crs_are_reprojected(fused, scene, tmp_path):
+    """NIR + elevation and the Sentinel-2 folder delivered in UTM 31N: warped onto the Lambert-93 scene, the map barely changes."""
+    img, s2 = scene / 'scene' / 'aerial.tif', scene / 'scene' / 's2'
+    with rasterio.open(img) as s: a, prof = s.read(), s.profile
+    with rasterio.open(tmp_path / 'rgb.tif', 'w', **dict(prof, count=3)) as o: o.write(a[:3])
+    ne = _to_crs(img, tmp_path / 'ne_utm.tif', 'EPSG:32631', 1.6, [4, 5])
+    (tmp_path / 's2').mkdir()
+    for f in sorted(s2.glob('*.tif')): _to_crs(f, tmp_path / 's2' / f.name, 'EPSG:32631', 10.)
+    cfg = MapConfig(tta=1, overlap=0.5, overview=False, confidence=False)
+    ref = map_scene(load_model(fused), [img], tmp_path / 'ref.tif', s2, cfg, device='cpu', progress=False)
+    with pytest.warns(UserWarning, match='reprojected from EPSG:32631'):
+        rec = map_scene(load_model(fused), [tmp_path / 'rgb.tif', f"{ne}:NIR,elevation"], tmp_path / 'utm.tif', tmp_path / 's2', cfg, device='cpu', progress=False)
+    with rasterio.open(tmp_path / 'ref.tif') as r, rasterio.open(tmp_path / 'utm.tif') as u:
+        assert (u.crs, u.transform, u.shape) == (r.crs, r.transform, r.shape)
+        a, b = r.read(1), u.read(1)
+    inner = (slice(4, -4), slice(4, -4))  # the UTM rectangle's rotated edges leave a few border pixels outside it: nodata
+    agree = (a[inner] == b[inner]).mean()
+    print(f"classes agreeing with the all-Lambert-93 map: {agree:.4f}; nodata {(b == 255).mean():.4f}")
+    assert agree > 0.9 and (b[inner] != 255).all()
