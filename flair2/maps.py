@@ -61,9 +61,10 @@ def model_geometry(model:SavedModel|Ensemble, # a model, or an ensemble
                   ) -> tuple[int, float]:
     "(window side in pixels, metres per pixel) a scene is mapped at by `model`."
     cfg = cfg or MapConfig()
-    geo = [m.patch for m in ensemble_members(model)[0]]
+    models = ensemble_members(model)[0]
+    geo = [m.patch for m in models]
     if any(g is None for g in geo) and not (cfg.window and cfg.pixel_size):
-        warnings.warn(f"{ensemble_members(model)[0][0].folder}: no patch geometry recorded (saved before flair2 0.1); assuming FLAIR's 512 px at 0.2 m")
+        warnings.warn(f"{models[0].folder}: no patch geometry recorded (saved before flair2 0.1); assuming FLAIR's 512 px at 0.2 m")
     sizes = {round(g['pixel_size'], 4) for g in geo if g}
     if len(sizes) > 1 and not cfg.pixel_size: raise ValueError(f"the ensemble's members were trained at different pixel sizes ({sorted(sizes)} m): give pixel_size")
     g = next((g for g in geo if g), dict(size=512, pixel_size=0.2))
@@ -219,17 +220,22 @@ def s2_files(folder # a folder of per-date Sentinel-2 GeoTIFFs named by product
     if not out: raise FlairFormatError(folder, 'no Sentinel-2 GeoTIFF here (one file per date, named by its product)')
     return sorted(out, key=lambda t: t[0])
 
-# %% ../nbs/11a_maps.ipynb #82275510
+# %% ../nbs/11a_maps.ipynb #b7b26ae3
+def _on_10m(src, crs) -> bool:
+    "Whether the open raster `src` is already on a north-up 10 m grid in `crs`."
+    return src.crs == crs and abs(src.transform.a - 10) < 1e-6 and abs(src.transform.e + 10) < 1e-6
+
+# %% ../nbs/11a_maps.ipynb #ad4cb19f
 def _s2_grid(files:list, crs, bounds:tuple, margin:float) -> tuple:
     "(origin, height, width) of a 10 m grid in `crs` covering `bounds` plus `margin` metres, on the files' own grid when it is 10 m in `crs`."
     ax = ay = 0.
     with open_raster(files[0][2]) as s:
-        if s.crs == crs and abs(s.transform.a - 10) < 1e-6 and abs(s.transform.e + 10) < 1e-6: ax, ay = s.transform.c % 10, s.transform.f % 10
+        if _on_10m(s, crs): ax, ay = s.transform.c % 10, s.transform.f % 10
     l = math.floor((bounds[0] - margin - ax) / 10) * 10 + ax
     t = math.ceil((bounds[3] + margin - ay) / 10) * 10 + ay
     return (l, t), int(math.ceil((t - bounds[1] + margin) / 10)), int(math.ceil((bounds[2] + margin - l) / 10))
 
-# %% ../nbs/11a_maps.ipynb #d41846dc
+# %% ../nbs/11a_maps.ipynb #a1762f56
 def warp_s2(folder,           # per-date Sentinel-2 GeoTIFFs named by product (12 bands, or 10)
             crs,              # the scene's CRS
             bounds:tuple,     # the scene's (left, bottom, right, top)
@@ -250,8 +256,7 @@ def warp_s2(folder,           # per-date Sentinel-2 GeoTIFFs named by product (1
     masks = np.lib.format.open_memmap(out / 'SEN2_map_masks.npy', 'w+', np.uint8, (len(files), 2, H, W))
     for k, (_, _, f) in enumerate(progress_bar(files, leave=False) if progress else files):
         with open_raster(f) as s:
-            exact = s.crs == crs and abs(s.transform.a - 10) < 1e-6 and abs(s.transform.e + 10) < 1e-6
-            with WarpedVRT(s, crs=crs, transform=tr, width=W, height=H, resampling=Resampling.nearest if exact else Resampling.bilinear,
+            with WarpedVRT(s, crs=crs, transform=tr, width=W, height=H, resampling=Resampling.nearest if _on_10m(s, crs) else Resampling.bilinear,
                            add_alpha=s.nodata is None) as v:  # an alpha band marks what lies outside the file
                 try: x, seen = v.read(), (v.read(v.count) if s.nodata is None else v.dataset_mask()) > 0  # GDAL's dataset mask ignores an added alpha
                 except RasterioError as e: raise FlairFormatError(f, f"unreadable pixels ({e})") from None
@@ -262,7 +267,7 @@ def warp_s2(folder,           # per-date Sentinel-2 GeoTIFFs named by product (1
     (out / 'SEN2_map_products.txt').write_text(''.join(name + '\n' for _, name, _ in files))
     return S2Series(out / 'SEN2_map_data.npy', out / 'SEN2_map_masks.npy', out / 'SEN2_map_products.txt', (l, t), str(folder))
 
-# %% ../nbs/11a_maps.ipynb #d7b47060
+# %% ../nbs/11a_maps.ipynb #1780373c
 def window_starts(n:int,     # pixels along the axis
                   size:int,  # window side
                   step:int   # pixels between window starts
@@ -271,7 +276,7 @@ def window_starts(n:int,     # pixels along the axis
     if n <= size: return [0]
     return sorted(set(range(0, n - size, step)) | {n - size})
 
-# %% ../nbs/11a_maps.ipynb #44cdd9cc
+# %% ../nbs/11a_maps.ipynb #1c3f9154
 def blend_weights(size:int,    # window side
                   overlap:int  # pixels shared with each neighbour (0: none)
                  ) -> np.ndarray:
@@ -281,12 +286,12 @@ def blend_weights(size:int,    # window side
     r = np.minimum(1., np.minimum(t, size - t) / overlap)
     return np.outer(r, r).astype(np.float32)
 
-# %% ../nbs/11a_maps.ipynb #00e7b174
+# %% ../nbs/11a_maps.ipynb #151d0ff3
 def blocks(height:int, width:int, block:int) -> list[tuple]:
     "(row, col, height, width) of the blocks tiling a `height`×`width` scene."
     return [(r, c, min(block, height - r), min(block, width - c)) for r in range(0, height, block) for c in range(0, width, block)]
 
-# %% ../nbs/11a_maps.ipynb #9d38863e
+# %% ../nbs/11a_maps.ipynb #ba8a00fd
 class Mapper:
     "A model (or an ensemble) ready to map a `Scene`: its networks prepared once, each member's normalisation and Sentinel-2 loader."
     def __init__(self,
@@ -312,6 +317,11 @@ class Mapper:
     def margin(self) -> float:
         "Metres of Sentinel-2 needed around the scene: half the largest crop, and a pixel."
         return max([s.cfg.size for s in self.s2 if s] + [0]) * 5. + 20.
+    def windows(self, scene:Scene, blk:tuple) -> tuple[list, list]:
+        "(rows, columns) where the windows touching block `blk` (row, col, height, width) of `scene` start."
+        R, C, h, w = blk
+        return ([y for y in window_starts(scene.height, self.size, self.step) if y < R + h and y + self.size > R],
+                [x for x in window_starts(scene.width, self.size, self.step) if x < C + w and x + self.size > C])
     def _inputs(self, strip:np.ndarray, valid:np.ndarray, xs:list, x0:int, centres:list, series:S2Series|None) -> list:
         "Each member's normalised (aerial, Sentinel-2) batch for the windows starting at columns `xs` of a strip."
         a = np.stack([strip[:, :, x - x0:x - x0 + self.size] for x in xs])
@@ -327,7 +337,7 @@ class Mapper:
                 key = json.dumps(asdict(s2.cfg), sort_keys=True)
                 if key not in done: done[key] = torch.stack([s2(series.row(*c)).as_subclass(torch.Tensor) for c in centres])
                 xs2 = TensorS2(done[key].to(self.device))
-            out.append((na, norm.encodes(xs2) if s2 is not None else xs2))
+            out.append((na, norm.encodes(xs2)))  # an empty series (a model without Sentinel-2) passes through
         return out
     @torch.no_grad()
     def block(self,
@@ -337,10 +347,8 @@ class Mapper:
               bar=None                     # a progress callback, called with the windows done
              ) -> tuple[np.ndarray, np.ndarray]:
         "(classes, confidence in percent), both h×w uint8 with 255 for nodata, of one block of `scene`."
-        R, C, h, w = blk
-        P, dev = self.size, self.device
-        ys = [y for y in window_starts(scene.height, P, self.step) if y < R + h and y + P > R]
-        xs = [x for x in window_starts(scene.width, P, self.step) if x < C + w and x + P > C]
+        (R, C, h, w), P, dev = blk, self.size, self.device
+        ys, xs = self.windows(scene, blk)
         x0, Wa = xs[0], xs[-1] + P - xs[0]
         cls, conf = np.full((h, w), 255, np.uint8), np.full((h, w), 255, np.uint8)
         acc, wsum = torch.zeros(N_CLASSES, P, Wa, device=dev), torch.zeros(P, Wa, device=dev)
@@ -371,7 +379,7 @@ class Mapper:
             acc, wsum = torch.cat([acc[:, d:], acc.new_zeros(N_CLASSES, d, Wa)], 1), torch.cat([wsum[d:], wsum.new_zeros(d, Wa)], 0)
         return cls, conf
 
-# %% ../nbs/11a_maps.ipynb #8a9a8449
+# %% ../nbs/11a_maps.ipynb #33a4a0da
 def qml_text() -> str:
     "A QGIS paletted-raster style with the 13 classes' names and official colours (nodata transparent)."
     rows = ''.join(f'        <paletteEntry value="{i}" color="{c}" label="{n}" alpha="255"/>\n' for i, (n, c) in enumerate(zip(CLASSES, PALETTE)))
@@ -379,12 +387,12 @@ def qml_text() -> str:
             "    <rasterrenderer type=\"paletted\" band=\"1\" opacity=\"1\" alphaBand=\"-1\" nodataColor=\"\">\n"
             "      <rasterTransparency/>\n      <colorPalette>\n" + rows + "      </colorPalette>\n    </rasterrenderer>\n  </pipe>\n</qgis>\n")
 
-# %% ../nbs/11a_maps.ipynb #e18c3c11
+# %% ../nbs/11a_maps.ipynb #6ac0facf
 def _tif_profile(scene:Scene, **kw) -> dict:
     return dict(driver='GTiff', count=1, dtype='uint8', width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
                 nodata=255, tiled=True, blockxsize=512, blockysize=512, compress='lzw', **kw)
 
-# %% ../nbs/11a_maps.ipynb #eff2a40a
+# %% ../nbs/11a_maps.ipynb #84d8e169
 def write_cog(src,                # a finished tiled GeoTIFF (removed afterwards)
               path,               # the cloud-optimised GeoTIFF to write
               resampling='mode'   # overview resampling: 'mode' for classes, 'average' for confidence
@@ -395,7 +403,7 @@ def write_cog(src,                # a finished tiled GeoTIFF (removed afterwards
     Path(src).unlink()
     return Path(path)
 
-# %% ../nbs/11a_maps.ipynb #08d2dc2b
+# %% ../nbs/11a_maps.ipynb #652e2f51
 def plot_map(path,              # a map written by `map_scene`
              image=None,        # the scene's first input, drawn beside the map (None: the map alone)
              size=512,          # longest side of the overview in pixels
@@ -415,14 +423,14 @@ def plot_map(path,              # a map written by `map_scene`
     return plot_sample(sample, np.where(pred == 255, OTHER, pred), panels=panels, titles={'prediction': 'map'}, suptitle=title,
                        figsize=(4.2 * len(panels), 4.8))
 
-# %% ../nbs/11a_maps.ipynb #f67c8298
+# %% ../nbs/11a_maps.ipynb #eaf8043a
 GDAL_CACHE_MB = 64  # GDAL's block cache while mapping (its default, 5% of the RAM, fills with a large scene's decoded strips)
 
-# %% ../nbs/11a_maps.ipynb #54a9e905
+# %% ../nbs/11a_maps.ipynb #47e34c32
 def _signature(paths) -> list:
     return [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
 
-# %% ../nbs/11a_maps.ipynb #db044434
+# %% ../nbs/11a_maps.ipynb #411150b7
 def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
               images:list,                # the scene: `PATH` or `PATH:BANDS` of each stacked input (see `Scene`)
               out,                        # the map to write (a .tif)
@@ -459,7 +467,7 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
                 if made and out.parent.exists() and not any(out.parent.iterdir()): out.parent.rmdir()
             raise
 
-# %% ../nbs/11a_maps.ipynb #572c1e1a
+# %% ../nbs/11a_maps.ipynb #6aaf6421
 def _map_blocks(mapper:Mapper, scene:Scene, s2, work:Path, out:Path, cfg:MapConfig, progress:bool, t0:float) -> dict:
     "The blocks of `scene` not finished yet in `work` (this process's share), then, by process 0, the files."
     rank, world = rank_distrib(), max(num_distrib(), 1)
@@ -476,8 +484,7 @@ def _map_blocks(mapper:Mapper, scene:Scene, s2, work:Path, out:Path, cfg:MapConf
     todo = blocks(scene.height, scene.width, cfg.block)
     name = lambda b: work / 'blocks' / f"r{b[0]:07d}_c{b[1]:07d}.npz"
     mine = [b for b in todo[rank::world] if not name(b).exists()]
-    n_win = sum(len([y for y in window_starts(scene.height, mapper.size, mapper.step) if y < b[0] + b[2] and y + mapper.size > b[0]])
-                * len([x for x in window_starts(scene.width, mapper.size, mapper.step) if x < b[1] + b[3] and x + mapper.size > b[1]]) for b in mine)
+    n_win = sum(len(ys) * len(xs) for ys, xs in (mapper.windows(scene, b) for b in mine))
     pb = progress_bar(range(n_win), leave=False) if progress and n_win and not rank else None
     if pb is not None: pb.update(0)
     done = [0]
@@ -503,7 +510,7 @@ def _map_blocks(mapper:Mapper, scene:Scene, s2, work:Path, out:Path, cfg:MapConf
     shutil.rmtree(work, ignore_errors=True)
     return rec
 
-# %% ../nbs/11a_maps.ipynb #997e3465
+# %% ../nbs/11a_maps.ipynb #e8659376
 def _assemble(scene:Scene, todo:list, name, out:Path, cfg:MapConfig, mapper:Mapper) -> dict:
     "Write the finished blocks into the map (and confidence) COGs, the QGIS style and the overview; the class shares."
     parts = [('cls', out, 'mode')] + ([('conf', out.with_name(out.stem + '_confidence.tif'), 'average')] if cfg.confidence else [])
@@ -529,12 +536,7 @@ def _assemble(scene:Scene, todo:list, name, out:Path, cfg:MapConfig, mapper:Mapp
     return dict(map=str(out), width=scene.width, height=scene.height, crs=scene.crs.to_string(), transform=list(scene.transform)[:6],
                 nodata_pixels=int(counts[255]), class_share={c: round(float(counts[i] / max(valid, 1)), 5) for i, c in enumerate(CLASSES)})
 
-# %% ../nbs/11a_maps.ipynb #b6bd0cdc
-def _fails_clean(fn, out, contains):
-    test_fail(fn, contains=contains)
-    test_eq(list(Path(out).parent.glob(f"*{Path(out).stem}*")) if Path(out).parent.exists() else [], [])
-
-# %% ../nbs/11a_maps.ipynb #777b474d
+# %% ../nbs/11a_maps.ipynb #c129edaa
 def scene_list(images:list # `--image` arguments, each a path or a glob, with an optional `:BANDS`
               ) -> list[list]:
     "The scenes `images` describe: one per match of the patterns, the k-th match of each pattern stacked together."
@@ -548,7 +550,7 @@ def scene_list(images:list # `--image` arguments, each a path or a glob, with an
         raise FlairFormatError(images[0], f"the patterns match different numbers of files ({', '.join(str(len(g)) for g in groups)}): scenes are the k-th match of each")
     return [list(s) for s in zip(*groups)]
 
-# %% ../nbs/11a_maps.ipynb #d4d8e98b
+# %% ../nbs/11a_maps.ipynb #1df454a6
 def _dsm_from_points(laz, scene_like) -> np.ndarray:
     "Highest point per pixel of `scene_like`'s grid (NaN where no point falls), from a LAS/LAZ file."
     try: pts = laspy.read(laz)
@@ -562,14 +564,14 @@ def _dsm_from_points(laz, scene_like) -> np.ndarray:
         out = np.where(np.isfinite(out), out, maximum_filter(out, 3))
     return np.where(np.isfinite(out), out, np.nan)
 
-# %% ../nbs/11a_maps.ipynb #b196892d
+# %% ../nbs/11a_maps.ipynb #26516d01
 def _on_grid(path, like, resampling=Resampling.bilinear) -> np.ndarray:
     "A one-band raster warped onto `like`'s grid, float with NaN for nodata."
     with open_raster(path) as s, WarpedVRT(s, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
                                             resampling=resampling, src_nodata=s.nodata, nodata=np.nan, dtype='float32') as v:
         return v.read(1)
 
-# %% ../nbs/11a_maps.ipynb #8a3ed45c
+# %% ../nbs/11a_maps.ipynb #0ba5fd85
 def elevation_band(like,          # the orthophoto whose grid the band is made on
                    dtm,           # terrain model raster (metres)
                    out,           # the uint8 elevation GeoTIFF to write
