@@ -19,7 +19,7 @@ from fastai.vision.augment import RandTransform
 import matplotlib.pyplot as plt
 from .core import *
 from .sentinel import S2Config, process_series
-from .io import read_aerial, read_pixels, read_mask, read_sentinel
+from .io import read_aerial, read_pixels, read_mask, read_sentinel, load_npy
 from .plot import plot_sample
 
 # %% auto #0
@@ -82,7 +82,7 @@ class S2Cache:
         return self.folder / str(row['domain']) / f"{int(row['id']):06d}_{h}.npy"
     def __call__(self, row) -> TensorS2:
         p = self.path(row)
-        try: return TensorS2(torch.from_numpy(np.load(p).astype(np.float32)))
+        try: return TensorS2(torch.from_numpy(load_npy(p).astype(np.float32)))
         except (OSError, ValueError, EOFError): pass  # not cached yet (or a damaged file): compute it
         x = self.loader(row).as_subclass(torch.Tensor).half()
         with atomic_path(p) as t: np.save(t, x.numpy())

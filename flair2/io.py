@@ -17,8 +17,8 @@ from .sentinel import S2Config
 # %% auto #0
 __all__ = ['find_splits', 'find_json', 'read_json', 'patch_num', 'load_centroids', 'list_dir', 'patch_index', 'open_raster',
            'tif_data_end', 'tif_profile', 'read_pixels', 'read_aerial', 'check_labels', 'read_mask', 'product_date',
-           'read_products', 'open_npy', 'crop_centered', 'read_sentinel', 'patch_row', 'load_item', 'load_patch',
-           'read_pred']
+           'read_products', 'load_npy', 'open_npy', 'crop_centered', 'read_sentinel', 'patch_row', 'load_item',
+           'load_patch', 'read_pred']
 
 # %% ../nbs/03_io.ipynb #4a4e6286
 _SPLIT_DIR = re.compile(r'^flair(?:[-_]2)?(?:[-_]toy)?[-_](aerial|labels|sen)[-_](train|test)$', re.I)
@@ -270,8 +270,15 @@ def read_products(path # a `*_products.txt`
     try: return np.array([product_date(l) for l in lines], dtype='datetime64[D]')
     except ValueError as e: raise FlairFormatError(path, str(e)) from None
 
-# %% ../nbs/03_io.ipynb #a86c888c
-_NPY_LOCK = threading.Lock()  # threads (the doctor's, the Sentinel-2 cache's) open .npy headers one at a time
+# %% ../nbs/03_io.ipynb #15580cdb
+_NPY_LOCK = threading.Lock()  # threads (the doctor's, the Sentinel-2 cache's) parse .npy headers one at a time
+os.register_at_fork(after_in_child=lambda: globals().update(_NPY_LOCK=threading.Lock()))  # a worker forked while a thread held it starts free
+
+def load_npy(path,          # a `.npy` file
+             mmap_mode=None # `np.load`'s: None reads the array, 'r' maps it
+            ) -> np.ndarray:
+    "`np.load` of a plain array, safe from threads: CPython 3.11 parses `.npy` headers with `ast`, which is not thread-safe."
+    with _NPY_LOCK: return np.load(path, mmap_mode=mmap_mode)
 
 def open_npy(path,        # a `*_data.npy` or `*_masks.npy`
              channels:int # expected channels: 10 (data) or 2 (masks)
@@ -279,7 +286,7 @@ def open_npy(path,        # a `*_data.npy` or `*_masks.npy`
     """Memory-map a `T×C×H×W` Sentinel-2 array, checking rank, channel count and that the file is complete."""
     if not Path(path).exists(): raise FlairFormatError(path, 'file not found')
     try:
-        with _NPY_LOCK: arr = np.load(path, mmap_mode='r')  # its header parse (`ast.literal_eval`) is not thread-safe in CPython 3.11
+        arr = load_npy(path, mmap_mode='r')
     except (ValueError, OSError) as e: raise FlairFormatError(path, f"unreadable or truncated .npy ({e})") from None
     if arr.ndim == 3 and channels == 2:
         raise FlairFormatError(path, f"masks must be T×2×H×W (snow, cloud), found {arr.shape} without the channel axis")
@@ -287,7 +294,7 @@ def open_npy(path,        # a `*_data.npy` or `*_masks.npy`
         raise FlairFormatError(path, f"expected shape T×{channels}×H×W, found {arr.shape}")
     return arr
 
-# %% ../nbs/03_io.ipynb #b29e4a5d
+# %% ../nbs/03_io.ipynb #9098800c
 def crop_centered(arr,           # array whose last two axes are H×W
                   row:int,       # centre row
                   col:int,       # centre column
@@ -303,7 +310,7 @@ def crop_centered(arr,           # array whose last two axes are H×W
     pad = [(0, 0)] * (out.ndim - 2) + [(rs - r0, r0 + size - re_), (cs - c0, c0 + size - ce)]
     return np.pad(out, pad, mode=pad_mode) if any(p for q in pad for p in q) else out
 
-# %% ../nbs/03_io.ipynb #e80e4810
+# %% ../nbs/03_io.ipynb #fe344aff
 @functools.lru_cache(maxsize=64)
 def _open_cached(fn, path:str, stamp:tuple, *args): return fn(path, *args)
 
@@ -313,7 +320,7 @@ def _opened(fn, path, *args):
     except OSError: return fn(path, *args)  # missing: `fn` names it
     return _open_cached(fn, str(path), stamp, *args)
 
-# %% ../nbs/03_io.ipynb #7f818676
+# %% ../nbs/03_io.ipynb #4489f537
 def read_sentinel(row:pd.Series|dict, # an index row
                   size=40,            # crop side (10 m pixels)
                   bands=None,         # band names or indices (None: all ten)
@@ -338,7 +345,7 @@ def read_sentinel(row:pd.Series|dict, # an index row
         raise FlairFormatError(row['s2_data'], f"NaN values in the Sentinel-2 crop of {row['patch']} (expected integer reflectance × 10000)")
     return dict(sentinel=crop, sentinel_masks=crop_centered(masks, r, c, size, pad_mode), dates=dates)
 
-# %% ../nbs/03_io.ipynb #a4fb4111
+# %% ../nbs/03_io.ipynb #82effb6e
 @functools.lru_cache(maxsize=8)
 def _cached_index(root:str) -> pd.DataFrame: return patch_index(root)
 
@@ -351,7 +358,7 @@ def patch_row(index:pd.DataFrame, # a `patch_index`
     if not len(hit): raise KeyError(f"patch {patch_id!r} is not in the index of {index.attrs.get('root', '?')}")
     return index.loc[hit[0]]
 
-# %% ../nbs/03_io.ipynb #ac660942
+# %% ../nbs/03_io.ipynb #e045cbfc
 def load_item(row,                    # an index row
               s2:S2Config|None=None,  # Sentinel-2 settings: crop size and bands (None: the defaults)
               aerial_bands=None,      # aerial band names or indices (None: all five)
@@ -369,7 +376,7 @@ def load_item(row,                    # an index row
                        centroid=(int(row['row']), int(row['col'])), **prof)
     return out
 
-# %% ../nbs/03_io.ipynb #7c37b54f
+# %% ../nbs/03_io.ipynb #f00b8d23
 def load_patch(root,                   # the dataset folder
                patch_id,               # any spelling `patch_num` reads
                s2:S2Config|None=None,  # Sentinel-2 settings (None: the defaults)
@@ -379,7 +386,7 @@ def load_patch(root,                   # the dataset folder
     """Load patch `patch_id` of the FLAIR #2 tree at `root` (see `load_item`)."""
     return load_item(patch_row(_cached_index(str(Path(root).resolve())), patch_id), s2, aerial_bands, pad_mode)
 
-# %% ../nbs/03_io.ipynb #3a1022cc
+# %% ../nbs/03_io.ipynb #3bd13919
 def read_pred(path,                  # a `PRED_*.tif`
               shape:tuple|None=None  # the expected (H, W), e.g. the label's
              ) -> np.ndarray:

@@ -11,7 +11,9 @@ from flair2.metrics import scores
 
 FLAIR2 = str(Path(sys.executable).parent / 'flair2')
 SMALL = ['-s', 'bs', '2', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+def _env():
+    """The environment for a subprocess, read when it starts (the session's TMPDIR included): one thread each."""
+    return {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
 def _wait_for(cond, proc, timeout=300, what=''):
@@ -29,7 +31,7 @@ def test_data_parallel_on_two_cpu_processes(tiny, tmp_path, free_port):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
            '--master_port', str(free_port), FLAIR2, 'train', '--data', str(tiny), '--out', str(out), '--quiet',
            '-s', 'epochs', '2', *SMALL]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('valid mIoU') == 1 and 'on 2 process(es)' in r.stdout  # one report, from rank 0
     conf = json.loads((out / 'config.json').read_text())
@@ -52,13 +54,13 @@ def test_training_killed_mid_epoch_resumes(tiny, tmp_path):
     out, epochs = tmp_path / 'm', 5
     cmd = [FLAIR2, 'train', '--data', str(tiny), '--out', str(out), '--quiet', '-s', 'epochs', str(epochs), *SMALL]
     ck = out / 'ckpt' / 'ckpt.json'
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
     _wait_for(ck.exists, p, what='the first checkpoint')
     time.sleep(0.3)                                  # into the next epoch
     p.send_signal(signal.SIGKILL); p.wait()
     done = json.loads(ck.read_text())['epoch']       # the last epoch whose checkpoint is complete
     assert p.returncode == -signal.SIGKILL and done < epochs - 1 and not (out / 'model.safetensors').exists()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming from the checkpoint after epoch {done}" in r.stdout
     history = json.loads(ck.read_text())['history']
@@ -86,12 +88,12 @@ def _complete(folder) -> set:
 def test_prediction_killed_resumes_without_redoing(chain_run, wide, tmp_path):
     out = tmp_path / 'p'
     cmd = [FLAIR2, 'predict', '--model', str(chain_run), '--data', str(wide), '--out', str(out), '--tta', '8', '--bs', '1', '--quiet']
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
     _wait_for(lambda: len(list((out / 'georef').glob('PRED_*.tif'))) >= 2, p, what='two finished patches')
     p.send_signal(signal.SIGKILL); p.wait()
     done = _complete(out / 'pred') & _complete(out / 'georef')  # every file present is whole
     assert p.returncode == -signal.SIGKILL and 2 <= len(done) < 8
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"{8 - len(done)} patches predicted, {len(done)} already done" in r.stdout
     assert len(_complete(out / 'pred')) == 8 and not list(out.rglob('.PRED_*'))  # finished; no temporary file left
