@@ -11,6 +11,8 @@ from flair2.metrics import scores
 
 FLAIR2 = str(Path(sys.executable).parent / 'flair2')
 SMALL = ['-s', 'bs', '2', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
+
+
 def _env():
     """The environment for a subprocess, read when it starts (the session's TMPDIR included): one thread each."""
     return {**os.environ, 'OMP_NUM_THREADS': '1'}
