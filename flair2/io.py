@@ -285,8 +285,7 @@ def open_npy(path,        # a `*_data.npy` or `*_masks.npy`
             ) -> np.memmap:
     """Memory-map a `T×C×H×W` Sentinel-2 array, checking rank, channel count and that the file is complete."""
     if not Path(path).exists(): raise FlairFormatError(path, 'file not found')
-    try:
-        arr = load_npy(path, mmap_mode='r')
+    try: arr = load_npy(path, mmap_mode='r')
     except (ValueError, OSError) as e: raise FlairFormatError(path, f"unreadable or truncated .npy ({e})") from None
     if arr.ndim == 3 and channels == 2:
         raise FlairFormatError(path, f"masks must be T×2×H×W (snow, cloud), found {arr.shape} without the channel axis")
