@@ -11,7 +11,7 @@ from .io import read_aerial, read_mask
 from .metrics import iou_per_class, miou
 from .plot import plot_sample, legend_handles
 from .saved import SavedModel
-from .inference import predict_arrays
+from .inference import InferConfig, Ensemble, Predictor, predict_arrays
 
 # %% auto #0
 __all__ = ['row_normalise', 'plot_confusion', 'confused_pairs', 'iou_table', 'plot_iou_bars', 'plot_worst']
@@ -81,17 +81,18 @@ def plot_iou_bars(table:pd.DataFrame, # an `iou_table`
     return fig
 
 # %% ../nbs/12_analysis.ipynb #e62964c4
-def plot_worst(model:SavedModel,  # the model
+def plot_worst(model:SavedModel|Ensemble|Predictor, # the model, an ensemble, or a predictor
                rows:pd.DataFrame, # index rows with per-patch `loss` and `miou` columns
                k=6,               # patches shown
                by='loss',         # 'loss' (highest first) or 'miou' (lowest first)
+               cfg:InferConfig|None=None, # how it runs: the TTA the records were made with (None: the predictor's, or the defaults)
                device=None        # device (None: fastai's default)
               ) -> plt.Figure:
     "Gallery of the `k` worst of `rows`."
     rows = rows.sort_values(by, ascending=(by == 'miou')).head(k).reset_index(drop=True)
     fig, axs = plt.subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)), squeeze=False)
     present = set()
-    for (row, pred), ax in zip(predict_arrays(model, rows, device=device), axs):
+    for (row, pred), ax in zip(predict_arrays(model, rows, cfg, device), axs):
         sample = dict(aerial=read_aerial(row['img'])[0], mask=read_mask(row['msk']))
         present |= set(np.unique(sample['mask']).tolist()) | set(np.unique(pred).tolist())
         loss = f"loss {row['loss']:.2f}, " if 'loss' in row and pd.notna(row['loss']) else ''

@@ -16,6 +16,8 @@ from .core import *
 from .synth import SynthConfig, synthesize
 from .io import patch_index
 from .check import preflight_index
+from .saved import find_models
+from .inference import Ensemble, load_ensemble
 
 # %% auto #0
 __all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'outputs_dir', 'generated_root', 'data_root', 'no_partial_output', 'parse_params',
@@ -163,7 +165,28 @@ class Run:
         "State a finding in the report, as text (marked `flair2: finding` in the output's metadata)."
         from IPython.display import display, Markdown
         display(Markdown(text), metadata={'flair2': 'finding'})
+    def modes(self) -> list[str]:
+        "The modes this run has trained models of, in `MODES` order."
+        return [m for m in MODES if (self.out / 'models' / m).is_dir() and _has_models(self.out, m)]
+    def models(self, mode:str, device='cpu') -> Ensemble:
+        "The models of `mode` (its seeds, when several were trained) as one ensemble."
+        return load_ensemble(self.out, mode=mode, device=device)
+    def member_names(self, mode:str) -> list[str]:
+        "A name for each model of `mode`, in seed order: the mode for the first (or only) one, `<mode>-seed<k>` for the others."
+        seeds = [json.loads((p / 'config.json').read_text())['config']['seed'] for p in find_models(self.out, mode)]
+        return [mode if i == 0 else f"{mode}-seed{k}" for i, k in enumerate(seeds)]
+    def per_patch(self, name:str, split:str) -> Path:
+        "The per-patch records (`flair2.metrics.save_per_patch`, without suffix) of the model `name` (see `member_names`) on `split`."
+        return self.out / f"per_patch_{name}_{split}"
+    def predictions(self, mode:str, split:str) -> Path:
+        "The prediction folder (`pred/`, `georef/`, `predict.json`) of the models of `mode` on `split`."
+        return self.out / 'predictions' / mode / split
     def __repr__(self): return f"Run({self.root} → {self.out}: {len(self.index)} patches)"
+
+# %% ../nbs/16_chain.ipynb #cd809a3f
+def _has_models(out, mode) -> bool:
+    try: return bool(find_models(out, mode))
+    except FlairFormatError: return False
 
 # %% ../nbs/16_chain.ipynb #71e59294
 def setup(data=None,  # the dataset (None: the embedded one)

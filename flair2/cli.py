@@ -14,13 +14,14 @@ from .synth import SynthConfig, synthesize
 from .io import patch_index
 from .check import check_tree, preflight, is_warning
 from .metrics import scores, per_domain
+from .model import PRECISIONS
 from .saved import TrainConfig, load_model, split_rows
+from .inference import TTA_OPS, InferConfig, load_ensemble, evaluate
 from .predict import PredictConfig, predict, score_predictions
-from .inference import load_ensemble, evaluate
 from .maps import MapConfig, map_scene, scene_list, S2Series, elevation_band
 
 # %% auto #0
-__all__ = ['add_settings', 'settings', 'build_parser', 'main']
+__all__ = ['CHOICES', 'COMMANDS', 'add_settings', 'settings', 'build_parser', 'main']
 
 # %% ../nbs/17_cli.ipynb #0c3988a0
 _TYPES = {'int': int, 'float': float, 'str': str}
@@ -29,14 +30,23 @@ def _field_type(f):
     "The Python type of a dataclass field annotated `int`, `float|None`, `str|None`, ..."
     return _TYPES.get(next((t.strip() for t in str(f.type).split('|') if t.strip() != 'None'), 'str'), str)
 
+# %% ../nbs/17_cli.ipynb #42e53414
+CHOICES = dict(tta=tuple(TTA_OPS), precision=PRECISIONS)  # the allowed values of settings fields, taken from where they are defined
+
+def _docs(cls) -> dict:
+    "The field comments of a settings dataclass and of the settings classes it extends."
+    out = {}
+    for c in reversed([c for c in cls.__mro__ if is_dataclass(c)]): out.update({k: v for k, v in docments(c, full=False).items() if v})
+    return out
+
 # %% ../nbs/17_cli.ipynb #b906fecf
 def add_settings(p:argparse.ArgumentParser, # the (sub)command's parser
                  cls,                       # a settings dataclass
                  skip=(),                   # fields not offered as flags
-                 choices:dict|None=None     # allowed values of some fields
+                 choices:dict|None=None     # allowed values of some fields (None: `CHOICES`)
                 ) -> argparse.ArgumentParser:
     "Add one option per field of `cls` to `p`, with the dataclass's default and the field's comment as help."
-    docs = docments(cls, full=False)
+    docs, choices = _docs(cls), CHOICES if choices is None else choices
     for f in fields(cls):
         if f.name in skip: continue
         default, flag = f.default if f.default is not MISSING else f.default_factory(), f.name.replace('_', '-')
@@ -65,7 +75,32 @@ def _index(a):
     "The index of the command's dataset (`--data`, else the embedded one)."
     return patch_index(data_root(a.data, not a.quiet))
 
+def _parents() -> dict:
+    "The options several commands share: the dataset (`data`), the header check (`nocheck`), the model or ensemble (`models`)."
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument('--data', help='FLAIR #2 root (default: the embedded dataset, generated when missing)')
+    data.add_argument('--quiet', action='store_true', help='no progress bars')
+    nocheck = argparse.ArgumentParser(add_help=False)
+    nocheck.add_argument('--no-check', action='store_true', help="skip the header check of the patches read (minutes on the full release)")
+    models = argparse.ArgumentParser(add_help=False)
+    models.add_argument('--model', action='append', help='model folder, folder of seeds (seed<k>/, one ensemble) or run folder; repeated: an ensemble')
+    models.add_argument('--weights', type=float, nargs='+', help="ensemble weights, one per --model, shared by a folder's seeds (default: equal)")
+    models.add_argument('--mode', default=TrainConfig.mode, choices=('aerial', 'sentinel', 'fused'), help='which model of a run folder')
+    return dict(data=data, nocheck=nocheck, models=models)
+
+def _models(a):
+    "The ensemble `--model` (repeated) and `--weights` name (one model: an ensemble of one)."
+    if not a.model: raise ValueError(f"flair2 {a.cmd} needs --model (a model, seeds or run folder)")
+    return load_ensemble(a.model, a.weights, a.mode)
+
 # %% ../nbs/17_cli.ipynb #4536b932
+def _p_synth(sub, par):
+    s = add_settings(sub.add_parser('synth', help='generate a dataset in the official FLAIR #2 format'), SynthConfig)
+    s.add_argument('out', help='output folder (created; must be empty unless --overwrite)')
+    s.add_argument('--overwrite', action='store_true')
+    s.add_argument('--quiet', action='store_true')
+    s.set_defaults(fn=_cmd_synth)
+
 def _cmd_synth(a):
     t = time.time()
     root = synthesize(a.out, overwrite=a.overwrite, progress=not a.quiet, **vars(settings(a, SynthConfig)))
@@ -73,6 +108,12 @@ def _cmd_synth(a):
     return 0
 
 # %% ../nbs/17_cli.ipynb #447fa658
+def _p_check(sub, par):
+    c = sub.add_parser('check', parents=[par['data']], help='report every format problem of a FLAIR #2 tree')
+    c.add_argument('root', nargs='?', help='the dataset (the same as --data)')
+    c.add_argument('--deep', action='store_true', help='also read every pixel')
+    c.set_defaults(fn=_cmd_check)
+
 def _cmd_check(a):
     t = time.time()
     root = a.root or data_root(a.data, not a.quiet)
@@ -84,22 +125,36 @@ def _cmd_check(a):
     return 0 if not errors else 1
 
 # %% ../nbs/17_cli.ipynb #5e51b47c
+def _p_run(sub, par):
+    r = sub.add_parser('run', parents=[par['data'], par['nocheck']], help='run the notebook chain headless with papermill')
+    r.add_argument('--out', help='run folder (default: outputs/run)')
+    r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='notebook parameter (YAML value)')
+    r.add_argument('-f', '--params-file', action='append', help='YAML file of notebook parameters')
+    r.set_defaults(fn=_cmd_run)
+
 def _cmd_run(a):
     out = run_chain(a.data, a.out, parse_params(a.param or (), a.params_file or ()), progress=not a.quiet, check=not a.no_check)
     print(f"run written to {out}")
     return 0
 
 # %% ../nbs/17_cli.ipynb #547f60f0
+def _p_train(sub, par):
+    t = sub.add_parser('train', parents=[par['data'], par['nocheck']], help='train one model (data-parallel when launched with torchrun)')
+    t.add_argument('--out', required=True, help='model folder: model.safetensors, config.json, ckpt/ (a rerun resumes from ckpt/); with --seeds, one seed<k>/ each')
+    t.add_argument('--mode', default=TrainConfig.mode, choices=('aerial', 'sentinel', 'fused'))
+    t.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
+                   help='training setting (a TrainConfig field, or s2.FIELD of S2Config), e.g. -s epochs 8 -s s2.bins 6')
+    t.add_argument('--restart', action='store_true', help='ignore an existing checkpoint')
+    t.add_argument('--seeds', type=int, nargs='+', help='train once per seed, each into OUT/seed<k>: OUT is then one ensemble for predict, evaluate and map')
+    t.set_defaults(fn=_cmd_train)
+
 def _cmd_train(a):
-    import torch
     from fastai.torch_core import rank_distrib, num_distrib
     from flair2.learner import train, resume_state, seed_runs  # training is imported by the command that trains, not by every command
-    if num_distrib() > 1 and torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))  # one GPU per process
     cfg = TrainConfig.from_dict({'mode': a.mode, **parse_params(a.set or ())})
     index = _index(a)
     if not a.no_check: preflight(index[index['split'] == 'train'])
-    runs = seed_runs(cfg, a.out, a.seeds) if a.seeds else [(cfg, Path(a.out))]
-    for c, out in runs:
+    for c, out in seed_runs(cfg, a.out, a.seeds):
         main, (start, _) = not rank_distrib(), resume_state(out / 'ckpt')
         if main and start and not a.restart: print(f"resuming from the checkpoint after epoch {start - 1} in {out / 'ckpt'}")
         t = time.time()
@@ -109,52 +164,67 @@ def _cmd_train(a):
                   f"{time.time() - t:.0f} s on {max(num_distrib(), 1)} process(es); model in {out}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #92fa1678
-def _models(a):
-    "The model, or the ensemble, `--model` (repeated) and `--weights` name."
-    if a.weights and len(a.weights) != len(a.model): raise ValueError(f"--weights gives {len(a.weights)} weights for {len(a.model)} --model")
-    return load_ensemble(a.model, a.weights, a.mode)
-
 # %% ../nbs/17_cli.ipynb #ef3a0644
+def _p_predict(sub, par):
+    q = add_settings(sub.add_parser('predict', parents=[par['data'], par['nocheck'], par['models']],
+                                    help='write PRED_<id>.tif files (challenge format) and georeferenced copies'), PredictConfig)
+    q.add_argument('--split', default='test', choices=SPLITS, help="'valid': the model's validation patches")
+    q.add_argument('--out', required=True, help='output folder: pred/ (challenge files), georef/ (coloured GeoTIFFs), predict.json')
+    q.set_defaults(fn=_cmd_predict)
+
 def _cmd_predict(a):
     model = _models(a)
-    rows = split_rows(_index(a), a.split, model.models[0] if hasattr(model, 'models') else model)
+    rows = split_rows(_index(a), a.split, model)
     if not len(rows): raise ValueError(f"no patches in split {a.split!r} of the dataset")
     if not a.no_check: preflight(rows, labelled=False)
     with no_partial_output(a.out, 'PRED_*.tif'): s = predict(model, rows, a.out, settings(a, PredictConfig), progress=not a.quiet)
     rate = f"{s['patches_per_s']:.2f} patches/s" if s['patches_per_s'] else 'nothing left to predict'
-    who = f" by an ensemble of {len(s['ensemble'])}" if s['ensemble'] else ''
+    who = f" by an ensemble of {len(s['models'])}" if len(s['models']) > 1 else ''
     print(f"{s['predicted']} patches predicted{who}, {s['skipped']} already done, TTA {s['tta']}, {rate}; files in {Path(a.out) / 'pred'}")
     return 0
 
 # %% ../nbs/17_cli.ipynb #9ba0b0cf
+def _p_evaluate(sub, par):
+    e = add_settings(sub.add_parser('evaluate', parents=[par['data'], par['nocheck'], par['models']],
+                                    help='the official mIoU of a folder of PRED files, or of models (an ensemble) run on a split'), InferConfig)
+    e.add_argument('--pred', help='folder of PRED_<id>.tif files (or a predict output folder) to score; with --split valid, --model says whose validation patches')
+    e.add_argument('--split', default='test', choices=SPLITS)
+    e.add_argument('--json', help='also write the scores to this JSON file')
+    e.set_defaults(fn=_cmd_evaluate)
+
 def _cmd_evaluate(a):
     if not a.pred and not a.model: raise ValueError('give --pred (a folder of PRED files) or --model (models to run)')
-    model = _models(a) if a.model else None
-    first = model.models[0] if hasattr(model, 'models') else model
-    rows = split_rows(_index(a), a.split, first)
+    model, cfg = _models(a) if a.model else None, settings(a, InferConfig)
+    rows = split_rows(_index(a), a.split, model)
     if a.pred: pp = score_predictions(a.pred, rows, progress=not a.quiet)
     else:
         rows = rows[rows['msk'].notna()]
         if not len(rows): raise ValueError(f"no labelled patches in split {a.split!r} to evaluate on")
         if not a.no_check: preflight(rows)
-        pp = evaluate(model, rows, bs=a.bs, num_workers=a.num_workers, tta=a.tta)
+        pp = evaluate(model, rows, cfg)
     sc = scores(pp)
-    who = f" of {'PRED files' if a.pred else f'an ensemble of {len(model)}' if hasattr(model, 'models') else 'the model'}" + (f" (TTA {a.tta})" if not a.pred else '')
+    who = ' of PRED files' if a.pred else f" of {'an ensemble of ' + str(len(model)) if len(model) > 1 else 'the model'} (TTA {cfg.tta})"
     print(f"mIoU {sc['miou']:.4f}{who} over {sc['patches']} patches ({a.split}); IoU per class:")
     print('\n'.join(f"  {c:22s} {'-' if v is None else f'{v:.4f}'}" for c, v in sc['iou'].items()))
-    if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], patches=sc['patches'], tta=None if a.pred else a.tta,
-                                       models=model.members if hasattr(model, 'members') else [str(first.folder)] if first else None,
-                                       per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
+    if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], patches=sc['patches'], tta=None if a.pred else cfg.tta,
+                                       models=model.members if model is not None else None, per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
     return 0
 
 # %% ../nbs/17_cli.ipynb #6186cb61
+def _p_map(sub, par):
+    m = add_settings(sub.add_parser('map', parents=[par['models']], help='map a georeferenced scene of any size (or several) with a model or an ensemble: a coloured, cloud-optimised GeoTIFF'),
+                     MapConfig)
+    m.add_argument('--image', required=True, action='append', metavar='PATH[:BANDS]',
+                   help='a raster of the scene, its bands named among R,G,B,NIR,elevation (- to skip), e.g. irc.tif:NIR,-,-; repeated: stacked. A glob maps many scenes (the k-th match of each --image)')
+    m.add_argument('--s2', help='Sentinel-2 year for fused models: a folder of per-date GeoTIFFs named by product (12 bands: B2..B12, snow, cloud), or a FLAIR sen/ folder with --s2-origin')
+    m.add_argument('--s2-origin', type=float, nargs=2, metavar=('X', 'Y'), help="top-left corner of a FLAIR super-area given with --s2, in the scene's CRS")
+    m.add_argument('--out', required=True, help='the map (.tif); a folder for several scenes (<first input>_map.tif each)')
+    m.add_argument('--overwrite', action='store_true', help='map again scenes whose map exists')
+    m.add_argument('--quiet', action='store_true', help='no progress bar')
+    m.set_defaults(fn=_cmd_map)
+
 def _cmd_map(a):
-    import torch, torch.distributed as dist
-    from fastai.torch_core import rank_distrib, num_distrib
-    if num_distrib() > 1:  # under torchrun: one process group, the blocks shared among its processes
-        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        if not dist.is_initialized(): dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    from fastai.torch_core import rank_distrib
     model, scenes, out = _models(a), scene_list(a.image), Path(a.out)
     many = len(scenes) > 1
     if many and out.suffix.lower() in ('.tif', '.tiff'): raise ValueError(f"{len(scenes)} scenes match --image: --out must be a folder, not {out}")
@@ -167,7 +237,7 @@ def _cmd_map(a):
         if target.exists() and not a.overwrite:
             if not rank_distrib(): print(f"{target}: already mapped (--overwrite to map again)")
             continue
-        r = map_scene(model, sc, target, s2, cfg, progress=not a.quiet)
+        r = map_scene(model, sc, target, s2, cfg, progress=not a.quiet)  # joins torchrun's process group itself
         if rank_distrib(): continue
         rate = f"{r['megapixels_per_s']:.3f} MP/s" if r['megapixels_per_s'] else 'all blocks were finished'
         print(f"{target}: {r['width']}×{r['height']} px at {r['pixel_size']:g} m mapped in {r['seconds']:.1f} s ({rate}, TTA {r['tta']}, "
@@ -175,12 +245,36 @@ def _cmd_map(a):
     return 0
 
 # %% ../nbs/17_cli.ipynb #a2f62511
+def _p_elevation(sub, par):
+    el = sub.add_parser('elevation', help="make FLAIR's elevation band (height above ground, 0.2 m units, uint8) on an orthophoto's grid")
+    el.add_argument('--like', required=True, help='the orthophoto whose grid the band is made on')
+    el.add_argument('--dtm', required=True, help='terrain model raster in metres (e.g. LiDAR HD MNT, RGE ALTI)')
+    el.add_argument('--dsm', help='surface model raster in metres (e.g. LiDAR HD MNS)')
+    el.add_argument('--points', help='or a LiDAR point cloud (.laz/.las) whose highest return per pixel is the surface')
+    el.add_argument('--out', required=True, help='the elevation GeoTIFF to write')
+    el.set_defaults(fn=_cmd_elevation)
+
 def _cmd_elevation(a):
     out = elevation_band(a.like, a.dtm, a.out, dsm=a.dsm, points=a.points)
     print(f"elevation band (height above ground, 0.2 m units) written to {out}")
     return 0
 
 # %% ../nbs/17_cli.ipynb #8437a238
+def _p_bench(sub, par):
+    b = sub.add_parser('bench', parents=[par['data']], help='the default model against the 8th-place architecture and the loader against its raw-read floor, at the real size')
+    b.add_argument('--patches', type=int, help='patches read for the loader figures (32; 128 with --scale)')
+    b.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
+                   help='a TrainConfig field of the model compared with the yardstick, e.g. -s encoder resnet18 (default: the default fused model)')
+    b.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2], help='loader worker counts measured (--scale: the largest, against 0)')
+    b.add_argument('--repeats', type=int, default=5, help='timed runs per model figure (the best counts)')
+    b.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
+    b.add_argument('--bs', type=int, default=4, help='batch size of the --scale training and prediction, and windows per batch of --map')
+    b.add_argument('--scale', action='store_true', help='the at-scale bench: 2,000 real-size patches (generated once, 4 GB): index, scan, loader with workers and the Sentinel-2 cache, memory while training and predicting')
+    b.add_argument('--map', action='store_true', help='the map bench: megapixels/s and peak memory of flair2 map on generated 0.2 m scenes, without and with overlap')
+    b.add_argument('--map-sizes', type=int, nargs='+', default=[2048, 4096], help='scene sides in pixels for --map (multiples of 512)')
+    b.add_argument('--map-block', type=int, default=2048, help='--map also maps each scene in blocks of this side, to show memory follows the block')
+    b.set_defaults(fn=_cmd_bench)
+
 def _cmd_bench(a):
     from flair2.bench import bench, bench_scale, format_bench, format_scale, bench_map, format_map, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
     out = outputs_dir() / 'bench'
@@ -206,90 +300,14 @@ def _cmd_bench(a):
     return 0
 
 # %% ../nbs/17_cli.ipynb #3e875220
+COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_predict, _p_evaluate, _p_map, _p_elevation, _p_bench)  # each adds one subcommand
+
 def build_parser() -> argparse.ArgumentParser:
     "The `flair2` argument parser."
     p = argparse.ArgumentParser(prog='flair2', description='Multimodal land-cover segmentation of FLAIR #2.')
     p.add_argument('--debug', action='store_true', help='show full tracebacks')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    data = argparse.ArgumentParser(add_help=False)  # every command that reads a dataset
-    data.add_argument('--data', help='FLAIR #2 root (default: the embedded dataset, generated when missing)')
-    data.add_argument('--quiet', action='store_true', help='no progress bars')
-    nocheck = argparse.ArgumentParser(add_help=False)
-    nocheck.add_argument('--no-check', action='store_true', help="skip the header check of the patches read (minutes on the full release)")
-    s = add_settings(sub.add_parser('synth', help='generate a dataset in the official FLAIR #2 format'), SynthConfig)
-    s.add_argument('out', help='output folder (created; must be empty unless --overwrite)')
-    s.add_argument('--overwrite', action='store_true')
-    s.add_argument('--quiet', action='store_true')
-    s.set_defaults(fn=_cmd_synth)
-    c = sub.add_parser('check', parents=[data], help='report every format problem of a FLAIR #2 tree')
-    c.add_argument('root', nargs='?', help='the dataset (the same as --data)')
-    c.add_argument('--deep', action='store_true', help='also read every pixel')
-    c.set_defaults(fn=_cmd_check)
-    r = sub.add_parser('run', parents=[data, nocheck], help='run the notebook chain headless with papermill')
-    r.add_argument('--out', help='run folder (default: outputs/run)')
-    r.add_argument('-p', '--param', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='notebook parameter (YAML value)')
-    r.add_argument('-f', '--params-file', action='append', help='YAML file of notebook parameters')
-    r.set_defaults(fn=_cmd_run)
-    t = sub.add_parser('train', parents=[data, nocheck], help='train one model (data-parallel when launched with torchrun)')
-    t.add_argument('--out', required=True, help='model folder: model.safetensors, config.json, ckpt/ (a rerun resumes from ckpt/)')
-    t.add_argument('--mode', default=TrainConfig.mode, choices=('aerial', 'sentinel', 'fused'))
-    t.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
-                   help='training setting (a TrainConfig field, or s2.FIELD of S2Config), e.g. -s epochs 8 -s s2.bins 6')
-    t.add_argument('--restart', action='store_true', help='ignore an existing checkpoint')
-    t.add_argument('--seeds', type=int, nargs='+', help='train once per seed, each into OUT/seed<k> (for an ensemble, or the spread)')
-    t.set_defaults(fn=_cmd_train)
-    q = add_settings(sub.add_parser('predict', parents=[data, nocheck], help='write PRED_<id>.tif files (challenge format) and georeferenced copies'),
-                     PredictConfig, choices=dict(tta=(1, 2, 4, 8), precision=('auto', 'bf16', 'fp16', 'fp32')))
-    q.add_argument('--model', required=True, action='append', help='model folder (config.json + model.safetensors) or a run folder; repeated: an ensemble')
-    q.add_argument('--weights', type=float, nargs='+', help='ensemble weights, one per --model (default: equal)')
-    q.add_argument('--mode', default=TrainConfig.mode, help='which model of a run folder (aerial, sentinel, fused)')
-    q.add_argument('--split', default='test', choices=SPLITS, help="'valid': the model's validation patches")
-    q.add_argument('--out', required=True, help='output folder: pred/ (challenge files), georef/ (coloured GeoTIFFs), predict.json')
-    q.set_defaults(fn=_cmd_predict)
-    e = sub.add_parser('evaluate', parents=[data, nocheck], help='the official mIoU of a folder of PRED files, or of models (an ensemble) run on a split')
-    e.add_argument('--pred', help='folder of PRED_<id>.tif files (or a predict output folder) to score')
-    e.add_argument('--split', default='test', choices=SPLITS)
-    e.add_argument('--model', action='append', help="model or run folder run on the split (without --pred); repeated: an ensemble. With --pred: for --split valid, its validation patches")
-    e.add_argument('--weights', type=float, nargs='+', help='ensemble weights, one per --model (default: equal)')
-    e.add_argument('--tta', type=int, default=PredictConfig.tta, choices=(1, 2, 4, 8), help=f'D4 test-time augmentation level when running models (default: {PredictConfig.tta})')
-    e.add_argument('--bs', type=int, default=PredictConfig.bs, help=f'batch size when running models (default: {PredictConfig.bs})')
-    e.add_argument('--num-workers', type=int, default=PredictConfig.num_workers, help='DataLoader workers when running models')
-    e.add_argument('--mode', default=TrainConfig.mode)
-    e.add_argument('--json', help='also write the scores to this JSON file')
-    e.set_defaults(fn=_cmd_evaluate)
-    m = add_settings(sub.add_parser('map', help='map a georeferenced scene of any size (or several) with a model or an ensemble: a coloured, cloud-optimised GeoTIFF'),
-                     MapConfig, choices=dict(tta=(1, 2, 4, 8), precision=('auto', 'bf16', 'fp16', 'fp32')))
-    m.add_argument('--model', required=True, action='append', help='model or run folder; repeated: an ensemble')
-    m.add_argument('--weights', type=float, nargs='+', help='ensemble weights, one per --model (default: equal)')
-    m.add_argument('--mode', default=TrainConfig.mode, help='which model of a run folder (aerial, sentinel, fused)')
-    m.add_argument('--image', required=True, action='append', metavar='PATH[:BANDS]',
-                   help='a raster of the scene, its bands named among R,G,B,NIR,elevation (- to skip), e.g. irc.tif:NIR,-,-; repeated: stacked. A glob maps many scenes (the k-th match of each --image)')
-    m.add_argument('--s2', help='Sentinel-2 year for fused models: a folder of per-date GeoTIFFs named by product (12 bands: B2..B12, snow, cloud), or a FLAIR sen/ folder with --s2-origin')
-    m.add_argument('--s2-origin', type=float, nargs=2, metavar=('X', 'Y'), help="top-left corner of a FLAIR super-area given with --s2, in the scene's CRS")
-    m.add_argument('--out', required=True, help='the map (.tif); a folder for several scenes (<first input>_map.tif each)')
-    m.add_argument('--overwrite', action='store_true', help='map again scenes whose map exists')
-    m.add_argument('--quiet', action='store_true', help='no progress bar')
-    m.set_defaults(fn=_cmd_map)
-    el = sub.add_parser('elevation', help="make FLAIR's elevation band (height above ground, 0.2 m units, uint8) on an orthophoto's grid")
-    el.add_argument('--like', required=True, help='the orthophoto whose grid the band is made on')
-    el.add_argument('--dtm', required=True, help='terrain model raster in metres (e.g. LiDAR HD MNT, RGE ALTI)')
-    el.add_argument('--dsm', help='surface model raster in metres (e.g. LiDAR HD MNS)')
-    el.add_argument('--points', help='or a LiDAR point cloud (.laz/.las) whose highest return per pixel is the surface')
-    el.add_argument('--out', required=True, help='the elevation GeoTIFF to write')
-    el.set_defaults(fn=_cmd_elevation)
-    b = sub.add_parser('bench', parents=[data], help='the default model against the 8th-place architecture and the loader against its raw-read floor, at the real size')
-    b.add_argument('--patches', type=int, help='patches read for the loader figures (32; 128 with --scale)')
-    b.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
-                   help='a TrainConfig field of the model compared with the yardstick, e.g. -s encoder resnet18 (default: the default fused model)')
-    b.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2], help='loader worker counts measured (--scale: the largest, against 0)')
-    b.add_argument('--repeats', type=int, default=5, help='timed runs per model figure (the best counts)')
-    b.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")
-    b.add_argument('--bs', type=int, default=4, help='batch size of the --scale training and prediction, and windows per batch of --map')
-    b.add_argument('--scale', action='store_true', help='the at-scale bench: 2,000 real-size patches (generated once, 4 GB): index, scan, loader with workers and the Sentinel-2 cache, memory while training and predicting')
-    b.add_argument('--map', action='store_true', help='the map bench: megapixels/s and peak memory of flair2 map on generated 0.2 m scenes, without and with overlap')
-    b.add_argument('--map-sizes', type=int, nargs='+', default=[2048, 4096], help='scene sides in pixels for --map (multiples of 512)')
-    b.add_argument('--map-block', type=int, default=2048, help='--map also maps each scene in blocks of this side, to show memory follows the block')
-    b.set_defaults(fn=_cmd_bench)
+    sub, par = p.add_subparsers(dest='cmd', required=True), _parents()
+    for add in COMMANDS: add(sub, par)
     return p
 
 # %% ../nbs/17_cli.ipynb #deed77e1

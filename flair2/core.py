@@ -12,8 +12,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CLASSES19', 'CLASSES', 'N_CLASSES', 'OTHER', 'PALETTE19', 'PALETTE', 'IGNORE', 'SPLITS', 'AERIAL_BANDS',
-           'AERIAL_MEAN', 'AERIAL_STD', 'S2_BANDS', 'S2_RGB', 'S2_NIR', 'S2_RED', 'FlairFormatError', 'to13',
-           'palette_rgb', 'colorize', 'band_indices', 'atomic_path', 'write_json', 'sha256_file', 'settings_from']
+           'AERIAL_MEAN', 'AERIAL_STD', 'S2_BANDS', 'S2_TRUE_COLOUR', 'S2_NIR', 'S2_RED', 'MODES', 'FLAIR_PATCH',
+           'FlairFormatError', 'to13', 'palette_rgb', 'colorize', 'band_indices', 'atomic_path', 'write_json',
+           'sha256_file', 'settings_from']
 
 # %% ../nbs/00_core.ipynb #06eb7918
 class FlairFormatError(ValueError):
@@ -67,8 +68,10 @@ AERIAL_BANDS = ('R', 'G', 'B', 'NIR', 'elevation')
 AERIAL_MEAN = (113.8, 118.1, 109.3, 102.4, 16.7)  # published statistics on 0..255
 AERIAL_STD = (35.4, 32.1, 30.7, 27.1, 15.9)
 S2_BANDS = ('B2', 'B3', 'B4', 'B5', 'B6', 'B7', 'B8', 'B8A', 'B11', 'B12')
-S2_RGB = (2, 1, 0)  # channel indices of B4, B3, B2 for display
+S2_TRUE_COLOUR = ('B4', 'B3', 'B2')  # the Sentinel-2 bands shown as R, G, B
 S2_NIR, S2_RED = 6, 2
+MODES = ('aerial', 'sentinel', 'fused')  # what a model reads: the aerial image, the Sentinel-2 series, or both
+FLAIR_PATCH = dict(size=512, pixel_size=0.2)  # FLAIR #2's patch geometry: 512 px at 0.2 m, 102.4 m a side
 
 # %% ../nbs/00_core.ipynb #79e72420
 def band_indices(bands, # band names or indices; None for all

@@ -25,7 +25,7 @@ from .plot import plot_sample
 # %% auto #0
 __all__ = ['TensorAerial', 'TensorS2', 'AerialLoader', 'S2Loader', 'NoS2', 'S2Cache', 'load_mask', 'd4', 'D4', 'compute_stats',
            'NormalizeMM', 'IntMask', 'domain_splitter', 'random_splitter', 'collate', 'FlairDL', 'flair_block',
-           'flair_dls', 'loader_kwargs', 'eval_loader', 'show_batch', 'show_results']
+           'flair_dls', 'loader_kwargs', 'infer_loader', 'show_batch', 'show_results']
 
 # %% ../nbs/07_data.ipynb #c259a014
 class TensorAerial(TensorImage): "Aerial bands (R, G, B, NIR, elevation) as a C×H×W float tensor."
@@ -277,20 +277,18 @@ def loader_kwargs(num_workers=0, # DataLoader worker processes
     return dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=cuda)
 
 # %% ../nbs/07_data.ipynb #9d226c81
-def eval_loader(rows:pd.DataFrame,  # index rows, read in order
-                s2:S2Config|None,   # the model's Sentinel-2 settings (None: a model that reads none)
-                stats:dict,         # the model's normalisation statistics
-                bs=8,               # batch size
-                num_workers=0,      # DataLoader workers
-                device=None,        # batch device (None: fastai's default)
-                labels=True         # read masks too
-               ):
-    "A fastai DataLoader over `rows` (in order) reading data as a model trained with `s2` and `stats` expects."
-    rows = rows.reset_index(drop=True)
-    everything = lambda items: (L(range(len(items))), L(range(len(items))))  # fastai needs a non-empty train side; only `valid` is used
-    block = flair_block(stats, S2Loader(s2) if s2 else NoS2(), splitter=everything, augment=False, labels=labels)
+def infer_loader(rows:pd.DataFrame, # index rows, read in order
+                 s2:list=(),        # Sentinel-2 item loaders (`S2Loader`s): one input each (none for aerial models)
+                 bs=8,              # batch size
+                 num_workers=0,     # DataLoader workers
+                 device=None,       # batch device (None: fastai's default)
+                 labels=True        # read masks too
+                ) -> TfmdDL:
+    "A fastai DataLoader over `rows` in order: (uint8 aerial, one Sentinel-2 series per loader of `s2`, [mask]) batches, not normalised."
+    tfms = [[AerialLoader()], *[[l] for l in s2], *([[load_mask]] if labels else [])]
     device = device or default_device()
-    return block.dataloaders(rows, bs=bs, device=device, shuffle=False, **loader_kwargs(num_workers, device)).valid
+    return FlairDL(Datasets(rows.reset_index(drop=True), tfms, n_inp=1 + len(s2)), bs=bs, shuffle=False, device=device,
+                   after_batch=[IntMask()], **loader_kwargs(num_workers, device))
 
 # %% ../nbs/07_data.ipynb #0488922d
 def _show_grid(samples, outs=None, max_n=6, figsize=None):

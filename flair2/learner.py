@@ -11,14 +11,13 @@ import torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.distributed import DistributedTrainer, DistributedDL
-from accelerate import PartialState
 import torch.distributed as dist
 import matplotlib.pyplot as plt
 from .core import *
 from .data import flair_dls, domain_splitter, random_splitter
 from .metrics import MIoU
-from .model import prepare_net
-from .saved import TrainConfig, class_weights, export_model, load_model, find_model
+from .model import prepare_net, join_process_group
+from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder
 
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'build_learner',
@@ -111,7 +110,7 @@ def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train 
     dls = flair_dls(index, stats, bs=cfg.bs, num_workers=cfg.num_workers, s2=cfg.s2_loader(), splitter=splitter, augment=cfg.augment,
                     stats_items=cfg.stats_items)
     set_seed(cfg.seed, reproducible=True)
-    net = cfg.model()
+    net = cfg.model(footprint_m=patch_side(patch_geometry(dls.train.items)))  # the patch's side in the Sentinel-2 crop, from its geometry
     init = init_from(net, cfg.init) if cfg.init else None
     net = prepare_net(net, cfg.accel, dls.device)
     learn = Learner(dls, net, loss_func=seg_loss(cfg), metrics=[MIoU()], wd=cfg.wd, path=path, model_dir='.', splitter=flair_splitter)
@@ -217,7 +216,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
     out = Path(out); ck = out / 'ckpt'
     start, history = resume_state(ck) if resume else (0, [])
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
-    if num_distrib() > 1: PartialState(cpu=not torch.cuda.is_available())  # join the process group now, so the barriers below hold
+    join_process_group()  # under torchrun: now, so that the barriers below hold
     if cfg.s2_cache and cfg.mode != 'aerial' and not rank_distrib():  # built once by rank 0, before the first epoch reads it
         s2 = cfg.s2_loader(); built = s2.build(index[(index['split'] == 'train') & index['msk'].notna()], progress=progress)
         if progress: print(f"Sentinel-2 cache {s2.folder}: {built['files']} series, {built['mb']:.0f} MB")
@@ -249,12 +248,13 @@ def train(index:pd.DataFrame,  # a `patch_index`
     return learn
 
 # %% ../nbs/14_learner.ipynb #9b145676
-def seed_runs(cfg:TrainConfig, # the settings (their `seed` is replaced)
-              out,             # the parent folder: one model folder `seed<k>` per seed
-              seeds            # the seeds
+def seed_runs(cfg:TrainConfig, # the settings (their `seed` is replaced when seeds are given)
+              out,             # the model folder, or with seeds the folder of one model folder per seed
+              seeds=None       # the seeds (None or empty: `cfg` alone, into `out`)
              ) -> list:
-    "(settings, model folder) of each seed: `cfg` with that seed, trained into `out/seed<k>`."
-    return [(TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), Path(out) / f"seed{k}") for k in seeds]
+    "(settings, model folder) of each run: `cfg` into `out`, or `cfg` with each seed into `flair2.saved.seed_folder(out, seed)`."
+    if not seeds: return [(cfg, Path(out))]
+    return [(TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), seed_folder(out, k)) for k in seeds]
 
 # %% ../nbs/14_learner.ipynb #7f6a920c
 def train_seeds(index:pd.DataFrame, # a `patch_index`

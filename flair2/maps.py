@@ -23,24 +23,20 @@ from fastprogress.fastprogress import progress_bar
 import matplotlib.pyplot as plt
 from .core import *
 from .io import open_raster, product_date, read_products, open_npy
-from .data import TensorAerial, TensorS2, S2Loader, NormalizeMM
-from .model import Accel, prepare_net, autocast
+from .model import join_process_group
 from .saved import SavedModel
-from .inference import Ensemble, ensemble_members, ensemble_probs
-from .predict import PredictConfig
+from .inference import InferConfig, Ensemble, Predictor
 from .plot import plot_sample
 
 # %% auto #0
-__all__ = ['GDAL_CACHE_MB', 'MapConfig', 'model_geometry', 'parse_image', 'Scene', 'S2Series', 's2_files', 'warp_s2',
-           'window_starts', 'blend_weights', 'blocks', 'Mapper', 'qml_text', 'write_cog', 'plot_map', 'map_scene',
-           'scene_list', 'elevation_band']
+__all__ = ['GDAL_CACHE_MB', 'MapConfig', 'parse_image', 'Scene', 'S2Series', 's2_files', 'warp_s2', 'window_starts',
+           'blend_weights', 'blocks', 'Mapper', 'qml_text', 'write_cog', 'plot_map', 'map_scene', 'scene_list',
+           'elevation_band']
 
 # %% ../nbs/11a_maps.ipynb #c81989d0
 @dataclass
-class MapConfig:
-    "Settings of one map run."
-    tta: int = PredictConfig.tta   # D4 test-time augmentation level 1, 2, 4 or 8
-    bs: int = PredictConfig.bs     # windows per batch
+class MapConfig(InferConfig):
+    "Settings of one map run: how the model runs (`InferConfig`; `bs` windows per batch), and the windows, blocks and files."
     overlap: float = 0.5           # share of a window's side it shares with each neighbour, blended (0: windows edge to edge)
     block: int = 4096              # side in pixels of the blocks the scene is computed, kept and resumed in (memory grows with it)
     window: int|None = None        # window side in pixels (None: the patch size the model was trained on)
@@ -48,27 +44,11 @@ class MapConfig:
     confidence: bool = True        # also write the top-class probability (percent) beside the map
     overview: bool = True          # also write a small PNG overview beside the map
     overview_size: int = 1024      # longest side of the PNG overview in pixels
-    accel: Accel = field(default_factory=Accel)  # mixed precision, channels-last, compile (on a GPU)
 
     def __post_init__(self):
-        if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
+        super().__post_init__()
         if not 0 <= self.overlap < 1: raise ValueError(f"overlap is a share of the window side in [0, 1), not {self.overlap}")
         if self.block < 64: raise ValueError(f"block must be at least 64 pixels, not {self.block}")
-
-# %% ../nbs/11a_maps.ipynb #33e28144
-def model_geometry(model:SavedModel|Ensemble, # a model, or an ensemble
-                   cfg:MapConfig|None=None    # settings that may override the window and pixel size
-                  ) -> tuple[int, float]:
-    "(window side in pixels, metres per pixel) a scene is mapped at by `model`."
-    cfg = cfg or MapConfig()
-    models = ensemble_members(model)[0]
-    geo = [m.patch for m in models]
-    if any(g is None for g in geo) and not (cfg.window and cfg.pixel_size):
-        warnings.warn(f"{models[0].folder}: no patch geometry recorded (saved before flair2 0.1); assuming FLAIR's 512 px at 0.2 m")
-    sizes = {round(g['pixel_size'], 4) for g in geo if g}
-    if len(sizes) > 1 and not cfg.pixel_size: raise ValueError(f"the ensemble's members were trained at different pixel sizes ({sorted(sizes)} m): give pixel_size")
-    g = next((g for g in geo if g), dict(size=512, pixel_size=0.2))
-    return int(cfg.window or g['size']), float(cfg.pixel_size or g['pixel_size'])
 
 # %% ../nbs/11a_maps.ipynb #59b7dd4b
 def parse_image(spec # `PATH` or `PATH:B1,B2,...` (band names, `-` to skip a band)
@@ -241,11 +221,12 @@ def warp_s2(folder,           # per-date Sentinel-2 GeoTIFFs named by product (1
             bounds:tuple,     # the scene's (left, bottom, right, top)
             out,              # folder of the triple written
             margin:float=600.,# metres around the scene (half the largest crop, and more)
-            progress=False    # progress bar over the dates
+            progress=False,   # progress bar over the dates
+            grid=None         # the grid `((left, top), height, width)` when already computed (None: computed here)
            ) -> S2Series:
     "Warp every date once onto a 10 m grid in `crs` around `bounds`, as a FLAIR super-area triple in `out`."
     files, out = s2_files(folder), Path(out)
-    (l, t), H, W = _s2_grid(files, crs, bounds, margin)
+    (l, t), H, W = grid or _s2_grid(files, crs, bounds, margin)
     tr = from_origin(l, t, 10, 10)
     for _, _, f in files:
         with open_raster(f) as s:
@@ -293,52 +274,39 @@ def blocks(height:int, width:int, block:int) -> list[tuple]:
 
 # %% ../nbs/11a_maps.ipynb #ba8a00fd
 class Mapper:
-    "A model (or an ensemble) ready to map a `Scene`: its networks prepared once, each member's normalisation and Sentinel-2 loader."
+    "A model (or an ensemble) ready to map a `Scene`: a `flair2.inference.Predictor` and the windows' geometry and blending weights."
     def __init__(self,
                  model:SavedModel|Ensemble, # the model, or an ensemble
                  cfg:MapConfig|None=None,   # the settings
                  device=None):              # device (None: fastai's default)
-        self.cfg, self.device = cfg or MapConfig(), device or default_device()
-        self.models, self.weights = ensemble_members(model)
-        self.size, self.res = model_geometry(model, self.cfg)
+        self.cfg = cfg or MapConfig()
+        self.predictor = Predictor(model, InferConfig(self.cfg.tta, self.cfg.bs, self.cfg.num_workers, self.cfg.accel), device)
+        self.model, self.device = self.predictor.model, self.predictor.device
+        if any(m.patch is None for m in self.model.models) and not (self.cfg.window and self.cfg.pixel_size):
+            warnings.warn(f"{self.model.folder}: no patch geometry recorded (saved before flair2 0.1); assuming FLAIR's 512 px at 0.2 m")
+        self.size, self.res = self.model.geometry(self.cfg.window, self.cfg.pixel_size)
         self.overlap = int(round(self.size * self.cfg.overlap))
         self.step = self.size - self.overlap
-        self.nets = [prepare_net(m.net, self.cfg.accel, self.device).eval() for m in self.models]
-        self.norms = [NormalizeMM(m.stats) for m in self.models]
-        self.s2 = [S2Loader(m.s2_input) if m.s2_input else None for m in self.models]
         self.w = torch.from_numpy(blend_weights(self.size, self.overlap)).to(self.device)
     @property
-    def needs_s2(self) -> bool: return any(self.s2)
+    def needs_s2(self) -> bool: return self.model.needs_s2
     @property
-    def bands(self) -> list:
-        "The aerial bands some member reads."
-        return [b for b in AERIAL_BANDS if any(m.net.bands is None or AERIAL_BANDS.index(b) in m.net.bands for m in self.models)]
+    def bands(self) -> list: return self.model.bands
     @property
     def margin(self) -> float:
         "Metres of Sentinel-2 needed around the scene: half the largest crop, and a pixel."
-        return max([s.cfg.size for s in self.s2 if s] + [0]) * 5. + 20.
+        return max([l.cfg.size for l in self.predictor.s2] + [0]) * 5. + 20.
     def windows(self, scene:Scene, blk:tuple) -> tuple[list, list]:
         "(rows, columns) where the windows touching block `blk` (row, col, height, width) of `scene` start."
         R, C, h, w = blk
         return ([y for y in window_starts(scene.height, self.size, self.step) if y < R + h and y + self.size > R],
                 [x for x in window_starts(scene.width, self.size, self.step) if x < C + w and x + self.size > C])
-    def _inputs(self, strip:np.ndarray, valid:np.ndarray, xs:list, x0:int, centres:list, series:S2Series|None) -> list:
-        "Each member's normalised (aerial, Sentinel-2) batch for the windows starting at columns `xs` of a strip."
-        a = np.stack([strip[:, :, x - x0:x - x0 + self.size] for x in xs])
-        v = torch.from_numpy(np.stack([valid[:, x - x0:x - x0 + self.size] for x in xs])).to(self.device)
-        xa = TensorAerial(torch.from_numpy(a).to(self.device))
-        if self.cfg.accel.channels_last: xa = TensorAerial(xa.contiguous(memory_format=torch.channels_last))
-        out, done = [], {}
-        for norm, s2 in zip(self.norms, self.s2):
-            na = norm.encodes(xa)
-            if not bool(v.all()): na = TensorAerial(na * v[:, None])  # nodata reads as each band's mean
-            if s2 is None: xs2 = TensorS2(torch.zeros(len(xs), 0, 1, 1, 1, device=self.device))
-            else:
-                key = json.dumps(asdict(s2.cfg), sort_keys=True)
-                if key not in done: done[key] = torch.stack([s2(series.row(*c)).as_subclass(torch.Tensor) for c in centres])
-                xs2 = TensorS2(done[key].to(self.device))
-            out.append((na, norm.encodes(xs2)))  # an empty series (a model without Sentinel-2) passes through
-        return out
+    def _probs(self, strip:np.ndarray, valid:np.ndarray, xs:list, x0:int, centres:list, series:S2Series|None) -> torch.Tensor:
+        "Class probabilities of the windows starting at columns `xs` of a strip (centred at `centres`), by the predictor."
+        a = torch.from_numpy(np.stack([strip[:, :, x - x0:x - x0 + self.size] for x in xs]))
+        v = torch.from_numpy(np.stack([valid[:, x - x0:x - x0 + self.size] for x in xs]))
+        s2 = self.predictor.read_s2([series.row(*c) for c in centres]) if series is not None and self.predictor.s2 else []
+        return self.predictor.probs(a, s2, v)
     @torch.no_grad()
     def block(self,
               scene:Scene,                 # the scene
@@ -359,8 +327,7 @@ class Mapper:
             for k in range(0, len(todo), self.cfg.bs):
                 bx = todo[k:k + self.cfg.bs]
                 centres = [scene.transform * (x + P / 2, y + P / 2) for x in bx]
-                inputs = self._inputs(strip, valid, bx, x0, centres, series)
-                with autocast(self.cfg.accel, dev): p = ensemble_probs(self.nets, inputs, self.weights, self.cfg.tta).float()
+                p = self._probs(strip, valid, bx, x0, centres, series)
                 for j, x in enumerate(bx):
                     acc[:, :, x - x0:x - x0 + P] += p[j] * self.w
                     wsum[:, x - x0:x - x0 + P] += self.w
@@ -441,26 +408,25 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
              ) -> dict:
     "Map `images` with `model` into `out` (+ `.qml`, `_confidence.tif`, `.png`, `.json`); returns the run's record."
     t0, cfg, out = time.perf_counter(), cfg or MapConfig(), Path(out)
+    rank, world = join_process_group()  # under torchrun, whoever called: the processes share the blocks
     mapper = Mapper(model, cfg, device)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(images, mapper.res) as scene:
         for n in scene.notes: warnings.warn(n)
         need = [b for b in mapper.bands if b not in scene.bands]
         if need: raise FlairFormatError(scene.specs[0][0], f"the model reads {', '.join(mapper.bands)}; the scene has no {', '.join(need)} (add an --image holding it, e.g. irc.tif:NIR,-,-)")
-        if mapper.needs_s2 and s2 is None: raise ValueError(f"{mapper.models[0].folder}: a {mapper.models[0].mode} model needs the scene's Sentinel-2 year: give --s2 (a folder of per-date GeoTIFFs)")
+        if mapper.needs_s2 and s2 is None: raise ValueError(f"{mapper.model.folder}: a {mapper.model.first.mode} model needs the scene's Sentinel-2 year: give --s2 (a folder of per-date GeoTIFFs)")
+        grid = None  # the Sentinel-2 folder's 10 m grid around the scene, computed once (opening the first file: a damaged one is named now)
         if isinstance(s2, S2Series): s2.check_covers(scene.bounds)
-        elif s2 is not None and mapper.needs_s2:
-            files = s2_files(s2)
-            _s2_grid(files, scene.crs, scene.bounds, mapper.margin)  # opens the first file: a damaged one is named now
+        elif s2 is not None and mapper.needs_s2: grid = _s2_grid(s2_files(s2), scene.crs, scene.bounds, mapper.margin)
         work, made = out.parent / f".{out.name}.work", not out.parent.exists()
-        key = hashlib.sha256(json.dumps(dict(models=Ensemble(mapper.models, mapper.weights).members, images=_signature(p for p, _ in scene.specs),
+        key = hashlib.sha256(json.dumps(dict(models=mapper.model.members, images=_signature(p for p, _ in scene.specs),
                                              bands=[b for _, b in scene.specs], s2=str(s2), cfg=asdict(cfg), size=mapper.size, res=mapper.res),
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
-        rank, world = rank_distrib(), max(num_distrib(), 1)
         if not rank:
             if (work / 'key').exists() and (work / 'key').read_text() != key: shutil.rmtree(work)
             work.mkdir(parents=True, exist_ok=True); (work / 'key').write_text(key)
         distrib_barrier()
-        try: return _map_blocks(mapper, scene, s2, work, out, cfg, progress, t0)
+        try: return _map_blocks(mapper, scene, s2, grid, work, out, cfg, progress, t0)
         except BaseException:
             if not rank and not any((work / 'blocks').glob('*.npz')):  # nothing finished: nothing left behind
                 shutil.rmtree(work, ignore_errors=True)
@@ -468,13 +434,13 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
             raise
 
 # %% ../nbs/11a_maps.ipynb #6aaf6421
-def _map_blocks(mapper:Mapper, scene:Scene, s2, work:Path, out:Path, cfg:MapConfig, progress:bool, t0:float) -> dict:
+def _map_blocks(mapper:Mapper, scene:Scene, s2, grid, work:Path, out:Path, cfg:MapConfig, progress:bool, t0:float) -> dict:
     "The blocks of `scene` not finished yet in `work` (this process's share), then, by process 0, the files."
     rank, world = rank_distrib(), max(num_distrib(), 1)
     series = s2 if isinstance(s2, S2Series) or not mapper.needs_s2 else None
     if series is None and mapper.needs_s2:
         if not rank and not (work / 's2.json').exists():
-            w = warp_s2(s2, scene.crs, scene.bounds, work / 's2.partial', mapper.margin, progress)
+            w = warp_s2(s2, scene.crs, scene.bounds, work / 's2.partial', mapper.margin, progress, grid)
             shutil.rmtree(work / 's2', ignore_errors=True); os.replace(work / 's2.partial', work / 's2')
             write_json(work / 's2.json', dict(origin=list(w.origin)))
         distrib_barrier()
@@ -501,7 +467,7 @@ def _map_blocks(mapper:Mapper, scene:Scene, s2, work:Path, out:Path, cfg:MapConf
     distrib_barrier()
     if rank: return dict(rank=rank, blocks=len(mine))
     rec = _assemble(scene, todo, name, out, cfg, mapper)
-    rec.update(model=Ensemble(mapper.models, mapper.weights).members, images=[f"{p}" + (f":{','.join(b or '-' for b in n)}" if n else '') for p, n in scene.specs],
+    rec.update(models=mapper.model.members, images=[f"{p}" + (f":{','.join(b or '-' for b in n)}" if n else '') for p, n in scene.specs],
                s2=str(s2) if s2 is not None and mapper.needs_s2 else None, window=mapper.size, pixel_size=mapper.res, overlap_px=mapper.overlap,
                tta=cfg.tta, blocks=len(todo), blocks_computed=len(mine), windows_computed=n_win, notes=scene.notes, processes=world,
                seconds=round(time.perf_counter() - t0, 3), compute_seconds=round(secs, 3),

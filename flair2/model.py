@@ -5,18 +5,19 @@
 # %% ../nbs/08_model.ipynb #e38df983
 from __future__ import annotations
 import contextlib, os, socket
+from fastai.torch_core import rank_distrib, num_distrib
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 import timm
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
-from .core import N_CLASSES, AERIAL_BANDS, FlairFormatError, band_indices, settings_from, sha256_file
+from .core import N_CLASSES, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFormatError, band_indices, settings_from, sha256_file
 
 # %% auto #0
-__all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'S2Encoder', 'S2Encoder3D', 'UTAE', 'MLPDecoder', 'UNetDecoder',
-           'timm_encoder', 'SmpEncoder', 'aerial_encoder', 'pretrained_file', 'pretrained_encoder', 'FlairNet', 'Accel',
-           'prepare_net', 'autocast']
+__all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'PRECISIONS', 'S2Encoder', 'S2Encoder3D', 'UTAE', 'MLPDecoder',
+           'UNetDecoder', 'timm_encoder', 'SmpEncoder', 'aerial_encoder', 'pretrained_file', 'pretrained_encoder',
+           'FlairNet', 'Accel', 'prepare_net', 'autocast', 'join_process_group']
 
 # %% ../nbs/08_model.ipynb #1b1371e7
 class S2Encoder(nn.Module):
@@ -339,10 +340,10 @@ class FlairNet(nn.Module):
                  mode='fused',          # 'aerial', 'sentinel' or 'fused'
                  encoder='resnet10t',   # aerial encoder: a timm model or one of `SMP_ENCODERS`
                  bands=None,            # aerial bands the encoder reads (names of `AERIAL_BANDS`; None: all five)
-                 s2_bands=10,           # Sentinel-2 bands
+                 s2_bands=len(S2_BANDS), # Sentinel-2 bands read
                  bins=12,               # Sentinel-2 temporal bins
                  s2_dim=64,             # Sentinel-2 encoder width
-                 patch_m=102.4,         # patch side in metres (its footprint in the Sentinel-2 crop)
+                 patch_m=FLAIR_PATCH['size'] * FLAIR_PATCH['pixel_size'], # patch side in metres (its footprint in the Sentinel-2 crop)
                  width=128,             # decoder width (the MLP decoder)
                  n_classes=N_CLASSES,   # output classes
                  pretrained:str|None=None, # encoder weights: a file, a folder or a hub tag (`pretrained_encoder`)
@@ -357,7 +358,7 @@ class FlairNet(nn.Module):
         if mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be aerial, sentinel or fused, not {mode!r}")
         if decoder not in ('mlp', 'unet'): raise ValueError(f"decoder must be 'mlp' or 'unet', not {decoder!r}")
         if s2_fusion not in ('last', 'all'): raise ValueError(f"s2_fusion must be 'last' or 'all', not {s2_fusion!r}")
-        self.mode, self.patch_px, self.n_detail, self.s2_fusion, detail = mode, max(1, round(patch_m / 10)), 0, s2_fusion, 0
+        self.mode, self.patch_m, self.patch_px, self.n_detail, self.s2_fusion, detail = mode, patch_m, max(1, round(patch_m / 10)), 0, s2_fusion, 0
         self.bands = None if bands is None else band_indices(bands, AERIAL_BANDS)
         if self.bands == list(range(len(AERIAL_BANDS))): self.bands = None  # all five in order: nothing to pick
         self.pretrained = None  # the record of the pretrained weights loaded (source, file, SHA-256)
@@ -411,6 +412,8 @@ class FlairNet(nn.Module):
         return out
 
 # %% ../nbs/08_model.ipynb #e5f22c15
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')  # the values of `Accel.precision`
+
 @dataclass
 class Accel:
     "How a network runs on its device: mixed precision, memory layout, compilation."
@@ -419,7 +422,7 @@ class Accel:
     compile: bool = False        # `torch.compile` the network (slower first batches, faster steps; needs a C compiler)
 
     def __post_init__(self):
-        if self.precision not in ('auto', 'bf16', 'fp16', 'fp32'): raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
+        if self.precision not in PRECISIONS: raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
 
     @classmethod
     def from_dict(cls, d:dict|None # field values; missing ones take the defaults
@@ -453,3 +456,13 @@ def autocast(accel:Accel, # how the network runs
     "The autocast context `accel` asks for on `device` (a no-op in float32)."
     dtype = accel.amp_dtype(device)
     return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+# %% ../nbs/08_model.ipynb #fe3f8853
+def join_process_group() -> tuple[int, int]:
+    "(rank, world size) of this process, after joining torchrun's process group (its own GPU, when there are GPUs); (0, 1) alone."
+    if num_distrib() <= 1: return 0, 1
+    from accelerate import PartialState  # a library, loaded only by processes torchrun launched (its import is slow)
+    cuda = torch.cuda.is_available()
+    if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    PartialState(cpu=not cuda)  # initialises torch.distributed: nccl on GPUs, gloo on CPUs
+    return rank_distrib(), num_distrib()

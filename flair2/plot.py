@@ -32,10 +32,13 @@ def aerial_rgb(aerial:np.ndarray, # bands × H × W aerial patch
 
 # %% ../nbs/04_plot.ipynb #fb832eef
 def s2_rgb(s2:np.ndarray, # C×H×W Sentinel-2 date (reflectance × 10000)
-           scale=3000.    # reflectance × 10000 shown white
-          ) -> np.ndarray:
-    "H×W×3 true-colour display of one Sentinel-2 date."
-    return np.clip(np.stack([s2[c] for c in S2_RGB], -1) / scale, 0, 1)
+           scale=3000.,   # reflectance × 10000 shown white
+           bands=None     # the names of its C bands (None: the ten of `S2_BANDS`)
+          ) -> np.ndarray|None:
+    "H×W×3 true-colour display (B4, B3, B2) of one Sentinel-2 date; None when its bands are not known to hold them."
+    names = list(S2_BANDS) if bands is None else [S2_BANDS[i] for i in band_indices(bands, S2_BANDS)]
+    if len(names) != s2.shape[0] or not all(b in names for b in S2_TRUE_COLOUR): return None
+    return np.clip(np.stack([s2[names.index(b)] for b in S2_TRUE_COLOUR], -1) / scale, 0, 1)
 
 # %% ../nbs/04_plot.ipynb #ac02dc43
 BASES = ('RGB', 'NIR false colour', 'elevation')
@@ -97,6 +100,14 @@ def _s2_dates(sample, n):
     else: pool = np.arange(T)
     return pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
 
+# %% ../nbs/04_plot.ipynb #e5c4638f
+def _s2_panel(title, s2, bands, fp) -> tuple:
+    "A Sentinel-2 panel in true colour, or a blank one saying why there is none."
+    rgb = s2_rgb(s2, bands=bands)
+    if rgb is not None: return (title, rgb, {}, fp)
+    why = f"no B2-B4 in {', '.join(bands)}" if bands is not None else f"{s2.shape[0]} bands, not B2-B4"
+    return (f"{title}: {why}", np.full(s2.shape[1:] + (3,), .85), {}, None)
+
 # %% ../nbs/04_plot.ipynb #b1523ebd
 def _panels(sample, pred, panels, overlay, alpha, n_dates, titles) -> list:
     "(title, image, imshow keywords, footprint) for each panel asked for."
@@ -117,17 +128,17 @@ def _panels(sample, pred, panels, overlay, alpha, n_dates, titles) -> list:
             if mask is not None and pred is not None: out.append((p, np.where(pred == mask, 0, 1), dict(cmap='Reds', vmin=0, vmax=1), None))
         elif p == 'S2':
             if 'sentinel' in sample:
-                out += [(f"S2 {sample['dates'][t]}" if 'dates' in sample else f"S2 t={t}", s2_rgb(sample['sentinel'][t]), {},
-                         footprint(sample)) for t in _s2_dates(sample, n_dates)]
+                out += [_s2_panel(f"S2 {sample['dates'][t]}" if 'dates' in sample else f"S2 t={t}", sample['sentinel'][t], sample.get('s2_bands'),
+                                  footprint(sample)) for t in _s2_dates(sample, n_dates)]
             elif 's2' in sample:
                 valid = np.where(sample['s2_valid'])[0]
                 t = valid[len(valid) // 2] if len(valid) else 0
-                out.append((f"S2 bin {t}", s2_rgb(sample['s2'][t]), {}, None))
+                out.append(_s2_panel(f"S2 bin {t}", sample['s2'][t], sample.get('s2_bands'), None))
         else: raise ValueError(f"unknown panel {p!r}; choose from {', '.join(BASES)}, label, prediction, errors, S2")
     return [(titles.get(t, t), im, kw, fp) for t, im, kw, fp in out]
 
 # %% ../nbs/04_plot.ipynb #feaf842e
-def plot_sample(sample:dict,            # `aerial` (bands × H × W), optional `mask`, and `sentinel` (+`dates`, `meta`) or `s2` (+`s2_valid`)
+def plot_sample(sample:dict,            # `aerial` (bands × H × W), optional `mask`, and `sentinel` (+`dates`, `meta`) or `s2` (+`s2_valid`), optional `s2_bands` (their names)
                 pred:np.ndarray|None=None, # H×W prediction (13 classes)
                 panels=None,            # panel names in order (None: all the sample allows)
                 overlay='none',         # class layer blended over the base panels: one of `OVERLAYS`

@@ -14,26 +14,18 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .io import tif_profile, read_mask, read_pred
 from .metrics import confusion, patch_record
-from .model import Accel
 from .saved import SavedModel
-from .inference import predict_arrays, time_tta, pick_tta, Ensemble
+from .inference import InferConfig, Ensemble, Predictor, as_predictor, predict_arrays, time_tta, pick_tta
 
 # %% auto #0
 __all__ = ['PredictConfig', 'pred_name', 'write_pred', 'predict', 'pred_folder', 'score_predictions']
 
 # %% ../nbs/11_predict.ipynb #e94c13f0
 @dataclass
-class PredictConfig:
-    "Settings of one prediction run."
-    tta: int = 4                    # D4 test-time augmentation level 1, 2, 4 or 8 (the maximum with a time budget)
+class PredictConfig(InferConfig):
+    "Settings of one prediction run: how the model runs (`InferConfig`; its `tta` is the maximum with a time budget), and the files."
     time_budget: float|None = None  # seconds for the whole split: the largest TTA level that fits is used (None: `tta`)
-    bs: int = 8                     # batch size
-    num_workers: int = 0            # DataLoader workers
     georef: bool = True             # also write georeferenced, coloured copies
-    accel: Accel = field(default_factory=Accel)  # mixed precision, channels-last, compile (on a GPU)
-
-    def __post_init__(self):
-        if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
 
 # %% ../nbs/11_predict.ipynb #b600d0a0
 def pred_name(row # an index row
@@ -61,7 +53,7 @@ def _done(rows, dirs) -> np.ndarray:
     return np.array([all((d / pred_name(r)).exists() for d in dirs) for _, r in rows.iterrows()], bool)
 
 # %% ../nbs/11_predict.ipynb #f64010bf
-def predict(model:SavedModel|Ensemble,    # the model, or an ensemble (`flair2.inference.Ensemble`)
+def predict(model:SavedModel|Ensemble|Predictor, # the model, an ensemble (`flair2.inference.Ensemble`), or a predictor
             rows:pd.DataFrame,            # index rows to predict
             out,                          # output folder: `pred/`, `georef/`, `predict.json`
             cfg:PredictConfig|None=None,  # prediction settings (None: the defaults)
@@ -70,6 +62,7 @@ def predict(model:SavedModel|Ensemble,    # the model, or an ensemble (`flair2.i
            ) -> dict:
     "Write `out/pred/PRED_<id>.tif` (challenge format) and `out/georef/` copies for `rows`; returns the run summary."
     t0, cfg = time.perf_counter(), cfg or PredictConfig()
+    pr = as_predictor(model, InferConfig(cfg.tta, cfg.bs, cfg.num_workers, cfg.accel), device)
     out = Path(out); dirs = [out / 'pred'] + ([out / 'georef'] if cfg.georef else [])
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
@@ -78,18 +71,17 @@ def predict(model:SavedModel|Ensemble,    # the model, or an ensemble (`flair2.i
     todo = rows[~_done(rows, dirs)] if len(rows) else rows
     tta, timing = cfg.tta, None
     if cfg.time_budget is not None and len(todo):
-        timing = time_tta(model, todo, cfg.time_budget, cfg.tta, cfg.bs, cfg.num_workers, device, cfg.accel)
+        timing = time_tta(pr, todo, cfg.time_budget)
         tta = pick_tta(timing, len(todo), cfg.time_budget - (time.perf_counter() - t0))
     t1 = time.perf_counter()
-    it = predict_arrays(model, todo, tta, cfg.bs, cfg.num_workers, device, cfg.accel)
+    it = predict_arrays(pr, todo, tta=tta)
     for row, pred in (progress_bar(it, total=len(todo), leave=False) if progress else it):
         prof = tif_profile(row['img'])
         if pred.shape != (prof['height'], prof['width']): raise FlairFormatError(row['img'], f"prediction {pred.shape} differs from the image size")
         write_pred(dirs[0] / pred_name(row), pred)
         if cfg.georef: write_pred(dirs[1] / pred_name(row), pred, prof)
     secs = time.perf_counter() - t1
-    members = model.members if isinstance(model, Ensemble) else None
-    summary = dict(model=str(model.folder) if members is None else [m['model'] for m in members], ensemble=members, patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo), tta=tta,
+    summary = dict(models=pr.model.members, patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo), tta=tta,
                    time_budget=cfg.time_budget, tta_seconds_per_patch=timing, seconds=round(time.perf_counter() - t0, 3),
                    patches_per_s=round(len(todo) / secs, 3) if len(todo) and secs > 0 else None)
     write_json(out / 'predict.json', summary)

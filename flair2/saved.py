@@ -18,8 +18,8 @@ from .data import S2Loader, S2Cache, NoS2
 from .model import FlairNet, Accel
 
 # %% auto #0
-__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'patch_geometry', 'export_model', 'find_model', 'upgrade_config',
-           'SavedModel', 'load_model', 'split_rows']
+__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_side', 'export_model', 'seed_folder', 'find_models',
+           'find_model', 'upgrade_config', 'SavedModel', 'load_model', 'split_rows']
 
 # %% ../nbs/09_saved.ipynb #4e11d5e3
 @dataclass
@@ -87,10 +87,12 @@ class TrainConfig:
         if self.mode == 'aerial': return NoS2()
         s2 = S2Loader(self.s2)
         return S2Cache(s2, self.s2_cache) if self.s2_cache else s2
-    def model(self, pretrained=True # load the `pretrained` weights (False when saved weights will replace them)
+    def model(self, pretrained=True,  # load the `pretrained` weights (False when saved weights will replace them)
+              footprint_m:float|None=None # metres the patch spans in the Sentinel-2 crop (None: FLAIR's 102.4; see `patch_side`)
              ) -> FlairNet:
-        "A new network of these settings."
-        return FlairNet(self.mode, self.encoder, bands=self.bands, bins=self.s2.bins, s2_dim=self.s2_dim, width=self.width,
+        "A new network of these settings, its Sentinel-2 input bands those of `s2.bands`."
+        return FlairNet(self.mode, self.encoder, bands=self.bands, s2_bands=len(band_indices(self.s2.bands, S2_BANDS)), bins=self.s2.bins,
+                        patch_m=footprint_m or patch_side(None), s2_dim=self.s2_dim, width=self.width,
                         pretrained=self.pretrained if pretrained else None, s2_encoder=self.s2_encoder,
                         finest_stride=self.finest_stride, detail_width=self.detail_width, fuse=self.fuse,
                         decoder=self.decoder, s2_fusion=self.s2_fusion, aux=self.aux_weight > 0)
@@ -103,7 +105,7 @@ def class_weights(other_weight=0. # loss weight of class 12 "other"
     return w
 
 # %% ../nbs/09_saved.ipynb #912c69d6
-FORMAT = 'flair2-model/4'  # the `format` of a saved model's config.json
+FORMAT = 'flair2-model/5'  # the `format` of a saved model's config.json
 
 # %% ../nbs/09_saved.ipynb #ce658a6e
 def patch_geometry(rows:pd.DataFrame # index rows (with `img`)
@@ -112,6 +114,12 @@ def patch_geometry(rows:pd.DataFrame # index rows (with `img`)
     if 'img' not in rows or not len(rows): return None
     p = tif_profile(rows['img'].iloc[0])
     return dict(size=int(p['width']), pixel_size=round(abs(p['transform'].a), 6))
+
+def patch_side(patch:dict|None # a patch geometry `{'size', 'pixel_size'}` (None: FLAIR's)
+              ) -> float:
+    "Metres a patch of this geometry spans (FLAIR's 102.4 m when not known)."
+    g = patch or FLAIR_PATCH
+    return g['size'] * g['pixel_size']
 
 # %% ../nbs/09_saved.ipynb #71a1f824
 def export_model(model:torch.nn.Module,  # the trained network
@@ -127,25 +135,47 @@ def export_model(model:torch.nn.Module,  # the trained network
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
              for k, v in model.state_dict().items()}
     with atomic_path(folder / 'model.safetensors') as t: save_file(state, str(t))
-    pre = getattr(model, 'pretrained', None) or getattr(getattr(model, 'module', None), 'pretrained', None)  # a DDP-wrapped network keeps it inside
-    write_json(folder / 'config.json', dict(format=FORMAT, config=cfg.to_dict(), stats=stats, classes=list(CLASSES), pretrained=pre, patch=patch_geometry(valid_rows),
+    net = getattr(model, 'module', model)  # a DDP-wrapped network keeps its attributes inside
+    write_json(folder / 'config.json', dict(format=FORMAT, config=cfg.to_dict(), stats=stats, classes=list(CLASSES), pretrained=net.pretrained, patch=patch_geometry(valid_rows), footprint_m=net.patch_m,
                valid_domains=sorted(valid_rows['domain'].unique().tolist()), valid_ids=sorted(int(i) for i in valid_rows['id']),
                sha256=sha256_file(folder / 'model.safetensors'), metrics=metrics or {}, **(extra or {})))
     return folder
 
 # %% ../nbs/09_saved.ipynb #8da18985
-def find_model(path,        # a model folder, or a run folder with `models/<mode>/`
-               mode='fused' # which model of a run folder
-              ) -> Path:
-    "The model folder for `path`: a model folder itself, or a run folder holding `models/<mode>`."
+def seed_folder(out, # the folder several seeds of one setting are trained into
+                seed # the seed
+               ) -> Path:
+    "The model folder of `seed` under `out`: `out/seed<k>`, the one layout of `flair2 train --seeds` and of the pipeline's seeds."
+    return Path(out) / f"seed{int(seed)}"
+
+def _seeds_in(folder:Path) -> list[Path]:
+    "The `seed<k>/` model folders under `folder`, in seed order."
+    found = [p.parent for p in folder.glob('seed*/config.json') if p.parent.name[4:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[4:]))
+
+def find_models(path,        # a model folder, a folder of seeds (`seed<k>/`), or a run folder with `models/<mode>/`
+                mode='fused' # which model of a run folder
+               ) -> list[Path]:
+    "The model folders `path` names: itself, its seeds in order, or those of a run folder's `models/<mode>`."
     path = Path(path)
     for cand in (path, path / 'models' / mode):
-        if (cand / 'config.json').exists(): return cand
+        if (cand / 'config.json').exists():  # runs written before the seeds layout kept their other seeds beside it: models/<mode>-seed<k>
+            legacy = [] if cand == path else [p.parent for p in cand.parent.glob(f"{mode}-seed*/config.json") if p.parent.name.rsplit('seed', 1)[1].isdigit()]
+            return [cand] + sorted(legacy, key=lambda p: int(p.name.rsplit('seed', 1)[1]))
+        if _seeds_in(cand): return _seeds_in(cand)
     if not path.exists(): raise FlairFormatError(path, 'model or run folder not found')
     if (path / 'model.safetensors').exists(): raise FlairFormatError(path / 'config.json', 'file not found: no model here (a saved model is model.safetensors + config.json)')
-    have = sorted(p.parent.name for p in path.glob('models/*/config.json'))
-    raise FlairFormatError(path, f"no model here (expected config.json, or models/{mode}/config.json"
+    have = sorted({p.parent.name for p in path.glob('models/*/config.json')} | {p.parent.parent.name for p in path.glob('models/*/seed*/config.json')})
+    raise FlairFormatError(path, f"no model here (expected config.json, seed<k>/config.json, or models/{mode}/"
                                  + (f"; this run has models: {', '.join(have)})" if have else ')'))
+
+def find_model(path,        # a model folder, or a run folder with `models/<mode>/` of one seed
+               mode='fused' # which model of a run folder
+              ) -> Path:
+    "The one model folder `path` names (a folder of several seeds is refused: name one, or load them with `load_ensemble`)."
+    found = find_models(path, mode)
+    if len(found) > 1: raise FlairFormatError(path, f"holds {len(found)} models ({', '.join(p.name for p in found)}): name one of them, or use them as an ensemble")
+    return found[0]
 
 # %% ../nbs/09_saved.ipynb #c13b8d9d
 def _upgrade_v1(conf:dict) -> dict:
@@ -163,12 +193,16 @@ def _upgrade_v2(conf:dict) -> dict:
 def _upgrade_v3(conf:dict) -> dict:
     "A `flair2-model/3` config in the current layout (its `weights`, a local encoder file, is now `pretrained`)."
     c = dict(conf['config']); c['pretrained'] = c.pop('weights', c.get('pretrained'))
-    return {**conf, 'format': FORMAT, 'config': c}
+    return {**conf, 'format': 'flair2-model/4', 'config': c}
+
+def _upgrade_v4(conf:dict) -> dict:
+    "A `flair2-model/4` config in the current layout (those networks placed the patch in the Sentinel-2 crop as FLAIR's 102.4 m, whatever its geometry)."
+    return {**conf, 'format': FORMAT, 'footprint_m': patch_side(None)}
 
 def upgrade_config(conf:dict # a parsed config.json
                   ) -> dict:
     "A saved model's config in the current layout, whichever earlier layout it was written in."
-    for old, up in (('flair2-model/1', _upgrade_v1), ('flair2-model/2', _upgrade_v2), ('flair2-model/3', _upgrade_v3)):
+    for old, up in (('flair2-model/1', _upgrade_v1), ('flair2-model/2', _upgrade_v2), ('flair2-model/3', _upgrade_v3), ('flair2-model/4', _upgrade_v4)):
         if isinstance(conf, dict) and conf.get('format') == old: conf = up(conf)
     return conf
 
@@ -213,7 +247,7 @@ def load_model(path,         # a model folder, or a run folder with `models/<mod
     if sha256_file(wf) != conf.get('sha256'): raise FlairFormatError(wf, 'checksum differs from config.json: the weights were modified or belong to another model')
     try: cfg = TrainConfig.from_dict(conf['config'])
     except (ValueError, TypeError, KeyError) as e: raise FlairFormatError(cj, f"bad training settings ({e})") from None
-    net = cfg.model(pretrained=False)
+    net = cfg.model(pretrained=False, footprint_m=conf['footprint_m'])
     try: state = load_file(str(wf), device='cpu')
     except (SafetensorError, OSError) as e: raise FlairFormatError(wf, f"unreadable safetensors file ({e})") from None
     try: net.load_state_dict(state, strict=True)

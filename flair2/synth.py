@@ -38,7 +38,7 @@ class SynthConfig:
     compress: str|None = None    # GeoTIFF compression of IMG/MSK files (None, 'lzw', 'deflate')
 
     @property
-    def res(self) -> float: return self.pixel_size or 102.4 / self.size
+    def res(self) -> float: return self.pixel_size or FLAIR_PATCH['size'] * FLAIR_PATCH['pixel_size'] / self.size
 
 # %% ../nbs/01_synth.ipynb #3f79c464
 WOODS, FIELDS = (6, 7, 8), (10, 11, 12)  # the vegetation groups whose classes Sentinel-2's year helps to tell apart

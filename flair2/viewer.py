@@ -15,7 +15,8 @@ from .sentinel import S2Config, keep_dates, date_bins
 from .io import patch_index, read_aerial, read_mask, read_sentinel, read_pred
 from .metrics import confusion, iou_per_class, load_per_patch
 from .plot import BASES, OVERLAYS, base_image, blend, plot_sample
-from .saved import SavedModel, load_model
+from .saved import SavedModel
+from .inference import Ensemble, as_ensemble, load_ensemble
 from .predict import pred_folder, pred_name, score_predictions
 
 # %% auto #0
@@ -23,14 +24,17 @@ __all__ = ['ndvi_series', 'plot_series', 'PredictionViewer']
 
 # %% ../nbs/13_viewer.ipynb #795b896e
 def ndvi_series(s2:dict,               # `sentinel`, `sentinel_masks` and `dates` of a patch (`flair2.io.read_sentinel`)
-                cfg:S2Config,          # the model's Sentinel-2 settings: date filter and bins
+                cfg:S2Config,          # the model's Sentinel-2 settings: its bands, date filter and bins
                 footprint=10           # side of the central window averaged (10 m pixels)
                ) -> pd.DataFrame:
     "Per date: `date`, `ndvi` over the central `footprint`×`footprint` pixels, `kept` by the date filter, its `bin`."
+    names = [S2_BANDS[i] for i in band_indices(cfg.bands, S2_BANDS)]  # the bands read, as the model reads them
+    missing = [b for b in ('B4', 'B8') if b not in names]
+    if missing: raise ValueError(f"no NDVI: it needs B4 and B8, and the model reads Sentinel-2 bands {', '.join(names)} (no {', '.join(missing)})")
     data, s = s2['sentinel'], s2['sentinel'].shape[-1]
     lo = max(s // 2 - footprint // 2, 0)
     c = data[:, :, lo:lo + footprint, lo:lo + footprint].astype(np.float64)
-    b4, b8 = c[:, S2_BANDS.index('B4')], c[:, S2_BANDS.index('B8')]
+    b4, b8 = c[:, names.index('B4')], c[:, names.index('B8')]
     ndvi = ((b8 - b4) / np.maximum(b8 + b4, 1)).mean((1, 2))
     return pd.DataFrame(dict(date=pd.to_datetime(s2['dates']), ndvi=ndvi,
                              kept=keep_dates(s2['sentinel_masks'], cfg.snow_thr, cfg.cloud_thr, cfg.max_cover),
@@ -63,12 +67,15 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 # %% ../nbs/13_viewer.ipynb #f0f98ff7
-def _model_of(folder) -> SavedModel|None:
-    "The model recorded in `predict.json` beside a folder of PRED files, when it is still there."
+def _model_of(folder) -> Ensemble|None:
+    "The members recorded in `predict.json` beside a folder of PRED files (an ensemble, of one for a single model), when they are still there."
     js = folder.parent / 'predict.json'
     if not js.exists(): return None
-    try: return load_model(json.loads(js.read_text())['model'])
-    except (FlairFormatError, KeyError, ValueError): return None
+    try:
+        rec = json.loads(js.read_text())
+        members = rec.get('models') or [dict(model=m) for m in ([rec['model']] if isinstance(rec['model'], str) else rec['model'])]  # earlier records
+        return load_ensemble([m['model'] for m in members], [m.get('weight', 1.) for m in members])
+    except (FlairFormatError, KeyError, ValueError, TypeError): return None
 
 # %% ../nbs/13_viewer.ipynb #63e300a3
 class PredictionViewer:
@@ -77,11 +84,12 @@ class PredictionViewer:
     def __init__(self,
                  preds,                          # a folder of PRED files, or a `predict` output folder
                  data,                           # the dataset folder, or its `patch_index`
-                 model:SavedModel|None=None,     # the model that predicted them (None: the one in `predict.json`)
+                 model:SavedModel|Ensemble|None=None, # the model (or ensemble) that predicted them (None: the one in `predict.json`)
                  per_patch:pd.DataFrame|None=None): # per-patch records (None: `per_patch.csv` beside, or scored from the files)
         self.folder = pred_folder(preds)
-        self.model = model or _model_of(self.folder)
-        self.s2 = self.model.s2 if self.model is not None else S2Config()
+        self.model = as_ensemble(model) if model is not None else _model_of(self.folder)
+        readers = [m.s2 for m in self.model.models if m.s2_input is not None] if self.model is not None else []
+        self.s2 = readers[0] if readers else self.model.first.s2 if self.model is not None else S2Config()
         index = data if isinstance(data, pd.DataFrame) else patch_index(data)
         have = {int(p.stem[5:]) for p in self.folder.glob('PRED_*.tif') if p.stem[5:].isdigit()}
         self.rows = index[index['id'].isin(have)].sort_values('id').set_index('id', drop=False).rename_axis(None)
@@ -140,10 +148,18 @@ class PredictionViewer:
         t = pd.DataFrame(dict(label=cm.sum(1), predicted=cm.sum(0), IoU=iou_per_class(cm)), index=list(CLASSES))
         return t[(t.label > 0) | (t.predicted > 0)]
 
-    def series_figure(self, pid:int) -> plt.Figure|None:
-        "The patch's NDVI series figure, binned as the model bins it (None when its Sentinel-2 files cannot be read)."
+    def series_note(self, pid:int) -> str|None:
+        "Why patch `pid` has no NDVI series figure (its Sentinel-2 files unreadable, the model reads no B4 or B8); None when it has one."
         s = self.sample(pid)
-        if isinstance(s['s2'], str): return None
+        if isinstance(s['s2'], str): return s['s2']
+        try: ndvi_series(s['s2'], self.s2, 1)
+        except ValueError as e: return str(e)
+        return None
+
+    def series_figure(self, pid:int) -> plt.Figure|None:
+        "The patch's NDVI series figure, binned as the model bins it (None when there is none: `series_note` says why)."
+        if self.series_note(pid) is not None: return None
+        s = self.sample(pid)
         side = max(int(round(s['aerial'].shape[-1] * s['pixel'] / 10)), 1)  # the patch footprint in 10 m pixels
         return plot_series(ndvi_series(s['s2'], self.s2, side), self.s2.bins,
                            f"Sentinel-2 over {s['row']['patch']} (zone {s['row']['domain']}/{s['row']['zone']})")
@@ -160,12 +176,12 @@ def _widgets(self:PredictionViewer):
     self.alpha = W.FloatSlider(value=.5, min=0, max=1, step=.05, description='opacity', readout_format='.0%')
     self.title = W.HTML()
     self.image, self.series = W.Image(format='png', layout=W.Layout(width='420px')), W.Image(format='png', layout=W.Layout(width='760px'))
-    self.table = W.HTML()
+    self.table, self.series_text = W.HTML(), W.HTML()
     for w in (self.order, self.domain): w.observe(lambda ch: self._refresh_options(), names='value')
     self.patch.observe(lambda ch: self._show_patch(), names='value')
     for w in (self.base, self.overlay, self.alpha): w.observe(lambda ch: self._draw(), names='value')
     self.box = W.VBox([W.HBox([self.order, self.domain]), self.patch, self.base, W.HBox([self.overlay, self.alpha]), self.title,
-                       W.HBox([self.image, self.table]), self.series])
+                       W.HBox([self.image, self.table]), self.series, self.series_text])
 
 # %% ../nbs/13_viewer.ipynb #ed3b1cad
 @patch
@@ -197,8 +213,9 @@ def _show_patch(self:PredictionViewer):
     self.title.value = (f"<b class='flair2-patch'>{r['patch']}</b> domain {r['domain']}, zone {r['zone']}"
                         + ('' if np.isnan(m) else f", patch mIoU <b>{m:.3f}</b>"))
     self.table.value = self.iou_table(pid).to_html(float_format=lambda v: f"{v:.3f}", na_rep='-', classes='flair2-iou')
-    fig = self.series_figure(pid)
+    fig, note = self.series_figure(pid), self.series_note(pid)
     self.series.value = _png(fig) if fig is not None else b''
+    self.series_text.value = '' if note is None else f"<i class='flair2-series-note'>Sentinel-2: {note}</i>"  # why there is no series
 
 # %% ../nbs/13_viewer.ipynb #ea040726
 @patch

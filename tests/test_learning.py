@@ -61,7 +61,7 @@ def test_saved_model_format_and_errors(index, tmp_path):
     assert not any(p.suffix in ('.pkl', '.pickle') for p in d.iterdir())
     # the model scores the validation domains exactly as the training metric did
     rows = index[(index.split == 'train') & index.domain.isin(model.valid_domains)]
-    assert scores(evaluate(model, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
+    assert scores(evaluate(model, rows, tta=1, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
     cj, w = d / 'config.json', d / 'model.safetensors'
     good_conf, good_w = cj.read_text(), w.read_bytes()
     # tampered weights
@@ -108,4 +108,4 @@ def test_random_split_is_recorded_and_scored(index, tmp_path):
     n_train = ((index.split == 'train') & index.msk.notna()).sum()
     assert len(model.valid_ids) == round(n_train * 0.25)
     rows = index[index.id.isin(model.valid_ids)]
-    assert scores(evaluate(model, rows, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)
+    assert scores(evaluate(model, rows, tta=1, device='cpu'))['miou'] == pytest.approx(learn.final_metrics['miou'], abs=1e-6)

@@ -194,3 +194,29 @@ def test_inputs_in_another_crs_are_reprojected(fused, scene, tmp_path):
     agree = (a[inner] == b[inner]).mean()
     print(f"classes agreeing with the all-Lambert-93 map: {agree:.4f}; nodata {(b == 255).mean():.4f}")
     assert agree > 0.9 and (b[inner] != 255).all()
+
+
+def test_sentinel_band_subset_maps(tiny, scene, tmp_path):
+    """A fused model reading Sentinel-2 bands B4 and B8 only maps a scene with a full Sentinel-2 folder."""
+    m = tmp_path / 'm'
+    train(patch_index(tiny), TrainConfig(epochs=1, bs=4, s2=S2Config(size=16, bins=4, bands=['B4', 'B8']), s2_dim=8, width=16), m, progress=False)
+    assert _map('--model', m, '--image', scene / 'scene' / 'aerial.tif', '--s2', scene / 'scene' / 's2', '--tta', 1, '--out', tmp_path / 'map.tif') == 0
+    with rasterio.open(tmp_path / 'map.tif') as s: assert s.read(1).max() < 13
+
+
+@pytest.mark.slow
+def test_map_scene_under_torchrun_from_a_script(fused, scene, tmp_path, free_port):
+    """A script calling `map_scene` under torchrun (no process group of its own): the library joins the group, the ranks share the blocks."""
+    script = tmp_path / 'map_it.py'
+    script.write_text("import sys, json\nfrom flair2.inference import load_ensemble\nfrom flair2.maps import map_scene, MapConfig\n"
+                      "r = map_scene(load_ensemble([sys.argv[1]]), [sys.argv[2]], sys.argv[4], s2=sys.argv[3], cfg=MapConfig(block=64, tta=1), progress=False)\n"
+                      "print(json.dumps(r.get('processes')), json.dumps(r.get('blocks_computed')))\n")
+    img, s2 = scene / 'scene' / 'aerial.tif', scene / 'scene' / 's2'
+    assert _map('--model', fused, '--image', img, '--s2', s2, '--block', 64, '--tta', 1, '--out', tmp_path / 'one.tif') == 0
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port', str(free_port),
+           str(script), str(fused), str(img), str(s2), str(tmp_path / 'two.tif')]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '2 5' in r.stdout, r.stdout
+    with rasterio.open(tmp_path / 'one.tif') as a, rasterio.open(tmp_path / 'two.tif') as b: assert np.array_equal(a.read(1), b.read(1))
+    assert not list(tmp_path.glob('.*work*'))

@@ -4,16 +4,17 @@ import json, shutil
 from dataclasses import fields, MISSING
 from pathlib import Path
 import pytest
-from flair2.chain import PIPELINE, CHAIN, notebook_params
+from flair2.chain import REPO, PIPELINE, CHAIN, notebook_params
 from flair2.sentinel import S2Config
 from flair2.synth import SynthConfig
 from flair2.saved import TrainConfig
 from flair2.predict import PredictConfig
 from flair2.maps import MapConfig
+from flair2.inference import InferConfig
 
 NBS = Path(__file__).resolve().parents[1] / 'nbs'
 LIBRARY = sorted(NBS.glob('*.ipynb'))
-SETTINGS = (TrainConfig, PredictConfig, SynthConfig, MapConfig)  # the homes of the defaults; S2Config's come as the `s2` dict
+SETTINGS = (TrainConfig, InferConfig, PredictConfig, SynthConfig, MapConfig)  # the homes of the defaults; S2Config's come as the `s2` dict
 
 
 @pytest.mark.parametrize('nb', LIBRARY, ids=[p.stem for p in LIBRARY])
@@ -137,3 +138,15 @@ def test_notebooks_are_clean():
         if nb.parent == PIPELINE:
             src = ''.join(''.join(c['source']) for c in d['cells'] if c['cell_type'] == 'code')
             assert "matplotlib.use('agg')" not in src and 'flair2.cli' not in src and src.count('setup(') == 1, nb
+
+
+def test_readme_states_how_many_definitions_have_examples():
+    """The README's figure of library definitions followed by a sentence and a checked example is the one counted now."""
+    import importlib.util, re
+    spec = importlib.util.spec_from_file_location('nb_examples', REPO / 'tools' / 'nb_examples.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    shown = [s for v in mod.coverage().values() for _, s in v]
+    m = re.search(r'(\d+) % \((\d+) of (\d+)\) are followed by a sentence and an example', (REPO / 'README.md').read_text())
+    assert m, 'the README no longer states the figure'
+    assert (int(m[2]), int(m[3])) == (sum(shown), len(shown)) and int(m[1]) == round(100 * sum(shown) / len(shown)), \
+        f"README says {m[0]!r}; counted {sum(shown)} of {len(shown)}"

@@ -120,8 +120,8 @@ def test_seeds_and_ensembles_on_the_command_line(tiny, tmp_path, capsys):
     rc, so, _ = _run(capsys, 'predict', '--data', tiny, '--model', a, '--model', b, '--weights', 2, 1, '--tta', 2, '--out', tmp_path / 'p', '--quiet')
     assert rc == 0 and 'by an ensemble of 2' in so
     s = json.loads((tmp_path / 'p' / 'predict.json').read_text())
-    assert [m['weight'] for m in s['ensemble']] == [0.666667, 0.333333] and s['ensemble'][1]['model'] == str(b)
-    assert s['ensemble'][0]['sha256'] == json.loads((a / 'config.json').read_text())['sha256']
+    assert [m['weight'] for m in s['models']] == [0.666667, 0.333333] and s['models'][1]['model'] == str(b)
+    assert s['models'][0]['sha256'] == json.loads((a / 'config.json').read_text())['sha256']
     rc, so, _ = _run(capsys, 'evaluate', '--data', tiny, '--pred', tmp_path / 'p', '--json', tmp_path / 'files.json', '--quiet')
     rc2, so2, _ = _run(capsys, 'evaluate', '--data', tiny, '--model', a, '--model', b, '--weights', 2, 1, '--tta', 2,
                        '--json', tmp_path / 'run.json', '--quiet')
@@ -157,15 +157,17 @@ def test_recipe_runs_at_smoke_size(recipe, tiny, tmp_path):
     modes = params['modes'].split(',')
     seeds = (params.get('seeds') or [0])[:2]   # smoke: at most two seeds
     for mode in modes:
-        names = [mode] + [f"{mode}-seed{k}" for k in seeds[1:]]
-        for n in names:
-            cfg = load_model(out / 'models' / n).cfg
+        names = [mode] + [f"{mode}-seed{k}" for k in seeds[1:]]   # the names the evaluation gives the seeds' records
+        folders = [out / 'models' / mode] if len(seeds) == 1 else [out / 'models' / mode / f"seed{k}" for k in seeds]  # the seeds layout
+        for n, f in zip(names, folders):
+            cfg = load_model(f).cfg
             assert cfg.epochs == 1 and cfg.pretrained is None and cfg.encoder == params['encoder']
             assert all(getattr(cfg, k) == v for k, v in params.get('settings', {}).items() if k != 'pretrained')
             assert 0 <= metrics['models'][n]['test']['miou'] <= 1
         if len(seeds) > 1: assert len(metrics['ensembles'][mode]['members']) == len(seeds)
     if params.get('init_from'):
-        conf = json.loads((out / 'models' / 'fused' / 'config.json').read_text())
-        assert conf['init']['folder'] == str(out / 'models' / params['init_from']) and conf['init']['copied'] > 0
+        first = lambda m: out / 'models' / m / ('' if len(seeds) == 1 else f"seed{seeds[0]}")  # the first seed's model of mode m
+        conf = json.loads((first('fused') / 'config.json').read_text())
+        assert Path(conf['init']['folder']) == first(params['init_from']) and conf['init']['copied'] > 0
     pred = json.loads((out / 'predictions' / 'fused' / 'test' / 'predict.json').read_text())
-    assert (len(pred['ensemble']) if pred['ensemble'] else 1) == len(seeds)
+    assert len(pred['models']) == len(seeds)

@@ -6,7 +6,7 @@ import pytest, rasterio, torch
 from flair2.core import FlairFormatError
 from flair2.io import patch_index, read_pixels, read_mask
 from flair2.sentinel import S2Config
-from flair2.data import flair_dls, S2Loader, NoS2, eval_loader
+from flair2.data import flair_dls, S2Loader, NoS2, infer_loader
 from flair2.saved import TrainConfig, export_model, load_model
 from flair2.inference import evaluate
 from flair2.check import check_tree
@@ -44,7 +44,7 @@ def test_workers_give_the_same_batches(tiny):
     index = patch_index(tiny)
     rows = index[(index.split == 'train') & index.msk.notna()]
     stats = dict(aerial_mean=[100.] * 5, aerial_std=[50.] * 5, s2_mean=[.1] * 10, s2_std=[.1] * 10)
-    get = lambda w: [tuple(t.clone() for t in b) for b in eval_loader(rows, S2Config(size=16, bins=4), stats, bs=4, num_workers=w, device='cpu')]
+    get = lambda w: [tuple(t.clone() for t in b) for b in infer_loader(rows, [S2Loader(S2Config(size=16, bins=4))], bs=4, num_workers=w, device='cpu')]
     b0, b2 = get(0), get(2)
     assert len(b0) == len(b2) and all((x == y).all() for a, b in zip(b0, b2) for x, y in zip(a, b))
     assert b0[0][0].is_contiguous(memory_format=torch.channels_last) == b2[0][0].is_contiguous(memory_format=torch.channels_last)
