@@ -128,7 +128,7 @@ def test_seeds_and_ensembles_on_the_command_line(tiny, tmp_path, capsys):
     files, ran = (json.loads((tmp_path / f).read_text()) for f in ('files.json', 'run.json'))
     assert rc == rc2 == 0 and 'an ensemble of 2 (TTA 2)' in so2 and abs(files['miou'] - ran['miou']) < 1e-9  # the files are the ensemble's
     rc, _, err = _run(capsys, 'predict', '--data', tiny, '--model', a, '--model', b, '--weights', 1, '--out', tmp_path / 'q', '--quiet')
-    assert rc == 2 and '1 weights for 2 --model' in err and not (tmp_path / 'q').exists()
+    assert rc == 2 and '1 weights for 2 model paths (one weight per --model)' in err and not (tmp_path / 'q').exists()
 
 
 def test_ensemble_members_read_their_own_settings(index, tmp_path):
