@@ -183,7 +183,7 @@ class Run:
         return self.out / 'predictions' / mode / split
     def __repr__(self): return f"Run({self.root} → {self.out}: {len(self.index)} patches)"
 
-# %% ../nbs/16_chain.ipynb #cd809a3f
+# %% ../nbs/16_chain.ipynb #e5d430c4
 def _has_models(out, mode) -> bool:
     try: return bool(find_models(out, mode))
     except FlairFormatError: return False

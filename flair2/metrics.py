@@ -36,7 +36,6 @@ def iou_per_class(cm:np.ndarray # n×n confusion counts
     inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(union > 0, inter / union, np.nan)
 
-# %% ../nbs/06_metrics.ipynb #41db2841
 def miou(cm:np.ndarray, # n×n confusion counts
          scored=12      # classes 0..scored-1 enter the mean
         ) -> float:
@@ -80,7 +79,6 @@ def total_confusion(per_patch:pd.DataFrame # per-patch records (`cm` column)
     if not len(per_patch): return np.zeros((N_CLASSES, N_CLASSES), np.int64)
     return np.stack([np.asarray(c).reshape(N_CLASSES, N_CLASSES) for c in per_patch['cm']]).sum(0)
 
-# %% ../nbs/06_metrics.ipynb #ace0e6a8
 def scores(per_patch:pd.DataFrame # per-patch records
           ) -> dict:
     "Official mIoU and per-class IoU of the set, from its summed per-patch matrices."
@@ -89,7 +87,6 @@ def scores(per_patch:pd.DataFrame # per-patch records
     return dict(miou=miou(cm), iou={c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)}, patches=len(per_patch),
                 confusion=cm.tolist())
 
-# %% ../nbs/06_metrics.ipynb #debd2ef3
 def per_domain(per_patch:pd.DataFrame # per-patch records
               ) -> pd.DataFrame:
     "mIoU and patch count per domain, worst first."
@@ -107,7 +104,6 @@ def save_per_patch(pp:pd.DataFrame, # per-patch records
     with atomic_path(stem.with_suffix('.npz')) as t: np.savez_compressed(t, id=pp['id'].to_numpy(np.int64), cm=cms)
     return stem.with_suffix('.csv')
 
-# %% ../nbs/06_metrics.ipynb #1ced8b6a
 def load_per_patch(stem # what `save_per_patch` was given
                   ) -> pd.DataFrame:
     "Read back what `save_per_patch` wrote (the `cm` column restored)."

@@ -30,7 +30,6 @@ def aerial_rgb(aerial:np.ndarray, # bands × H × W aerial patch
     "H×W×3 display image of the aerial bands `bands` (R,G,B by default; (3, 0, 1) is NIR false colour)."
     return stretch(np.stack([aerial[b] for b in bands], -1))
 
-# %% ../nbs/04_plot.ipynb #fb832eef
 def s2_rgb(s2:np.ndarray, # C×H×W Sentinel-2 date (reflectance × 10000)
            scale=3000.,   # reflectance × 10000 shown white
            bands=None     # the names of its C bands (None: the ten of `S2_BANDS`)
@@ -44,7 +43,6 @@ def s2_rgb(s2:np.ndarray, # C×H×W Sentinel-2 date (reflectance × 10000)
 BASES = ('RGB', 'NIR false colour', 'elevation')
 OVERLAYS = ('none', 'label', 'prediction', 'errors')
 
-# %% ../nbs/04_plot.ipynb #231d35f4
 def base_image(aerial:np.ndarray, # bands × H × W aerial patch (5 bands)
                base='RGB'         # one of `BASES`
               ) -> np.ndarray:
@@ -100,7 +98,7 @@ def _s2_dates(sample, n):
     else: pool = np.arange(T)
     return pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
 
-# %% ../nbs/04_plot.ipynb #e5c4638f
+# %% ../nbs/04_plot.ipynb #bbd7c302
 def _s2_panel(title, s2, bands, fp) -> tuple:
     "A Sentinel-2 panel in true colour, or a blank one saying why there is none."
     rgb = s2_rgb(s2, bands=bands)

@@ -104,9 +104,6 @@ def class_weights(other_weight=0. # loss weight of class 12 "other"
     w = torch.ones(N_CLASSES); w[OTHER] = other_weight
     return w
 
-# %% ../nbs/09_saved.ipynb #912c69d6
-FORMAT = 'flair2-model/5'  # the `format` of a saved model's config.json
-
 # %% ../nbs/09_saved.ipynb #ce658a6e
 def patch_geometry(rows:pd.DataFrame # index rows (with `img`)
                   ) -> dict|None:
@@ -122,6 +119,7 @@ def patch_side(patch:dict|None # a patch geometry `{'size', 'pixel_size'}` (None
     return g['size'] * g['pixel_size']
 
 # %% ../nbs/09_saved.ipynb #71a1f824
+FORMAT = 'flair2-model/5'  # the `format` of a saved model's config.json
 def export_model(model:torch.nn.Module,  # the trained network
                  cfg:TrainConfig,        # its settings
                  folder,                 # the model folder (created)
