@@ -5,7 +5,7 @@
 # %% ../nbs/10_inference.ipynb #5090ba3d
 from __future__ import annotations
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn.functional as F
@@ -37,9 +37,6 @@ class InferConfig:
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
         if self.tta not in TTA_OPS: raise ValueError(f"TTA level must be one of {', '.join(map(str, TTA_OPS))}, not {self.tta}")
 
-    def but(self, **changes) -> 'InferConfig':
-        "A copy with `changes` (fields of this settings class)."
-        return type(self)(**{**{f: getattr(self, f) for f in self.__dataclass_fields__}, **changes})
 
 # %% ../nbs/10_inference.ipynb #70433148
 class Ensemble:
@@ -207,7 +204,7 @@ def as_predictor(model:SavedModel|Ensemble|Predictor, # a model, an ensemble, or
     if isinstance(model, Predictor):
         if cfg is None and device is None and not changes: return model
         cfg, device, model = cfg or model.cfg, device or model.device, model.model
-    return Predictor(model, (cfg or InferConfig()).but(**changes) if changes else cfg, device)
+    return Predictor(model, replace(cfg or InferConfig(), **changes) if changes else cfg, device)
 
 # %% ../nbs/10_inference.ipynb #47617851
 @torch.no_grad()

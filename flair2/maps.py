@@ -280,7 +280,7 @@ class Mapper:
                  cfg:MapConfig|None=None,   # the settings
                  device=None):              # device (None: fastai's default)
         self.cfg = cfg or MapConfig()
-        self.predictor = Predictor(model, InferConfig(self.cfg.tta, self.cfg.bs, self.cfg.num_workers, self.cfg.accel), device)
+        self.predictor = Predictor(model, self.cfg, device)  # a MapConfig is the predictor's InferConfig
         self.model, self.device = self.predictor.model, self.predictor.device
         if any(m.patch is None for m in self.model.models) and not (self.cfg.window and self.cfg.pixel_size):
             warnings.warn(f"{self.model.folder}: no patch geometry recorded (saved before flair2 0.1); assuming FLAIR's 512 px at 0.2 m")

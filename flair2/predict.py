@@ -5,7 +5,7 @@
 # %% ../nbs/11_predict.ipynb #1961f8d5
 from __future__ import annotations
 import time, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
 import rasterio
@@ -62,7 +62,7 @@ def predict(model:SavedModel|Ensemble|Predictor, # the model, an ensemble (`flai
            ) -> dict:
     "Write `out/pred/PRED_<id>.tif` (challenge format) and `out/georef/` copies for `rows`; returns the run summary."
     t0, cfg = time.perf_counter(), cfg or PredictConfig()
-    pr = as_predictor(model, InferConfig(cfg.tta, cfg.bs, cfg.num_workers, cfg.accel), device)
+    pr = as_predictor(model, cfg, device)
     out = Path(out); dirs = [out / 'pred'] + ([out / 'georef'] if cfg.georef else [])
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)

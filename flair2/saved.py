@@ -160,7 +160,8 @@ def find_models(path,        # a model folder, a folder of seeds (`seed<k>/`), o
         if (cand / 'config.json').exists():  # runs written before the seeds layout kept their other seeds beside it: models/<mode>-seed<k>
             legacy = [] if cand == path else [p.parent for p in cand.parent.glob(f"{mode}-seed*/config.json") if p.parent.name.rsplit('seed', 1)[1].isdigit()]
             return [cand] + sorted(legacy, key=lambda p: int(p.name.rsplit('seed', 1)[1]))
-        if _seeds_in(cand): return _seeds_in(cand)
+        seeds = _seeds_in(cand)
+        if seeds: return seeds
     if not path.exists(): raise FlairFormatError(path, 'model or run folder not found')
     if (path / 'model.safetensors').exists(): raise FlairFormatError(path / 'config.json', 'file not found: no model here (a saved model is model.safetensors + config.json)')
     have = sorted({p.parent.name for p in path.glob('models/*/config.json')} | {p.parent.parent.name for p in path.glob('models/*/seed*/config.json')})

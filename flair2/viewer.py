@@ -148,21 +148,24 @@ class PredictionViewer:
         t = pd.DataFrame(dict(label=cm.sum(1), predicted=cm.sum(0), IoU=iou_per_class(cm)), index=list(CLASSES))
         return t[(t.label > 0) | (t.predicted > 0)]
 
-    def series_note(self, pid:int) -> str|None:
-        "Why patch `pid` has no NDVI series figure (its Sentinel-2 files unreadable, the model reads no B4 or B8); None when it has one."
+    def _series(self, pid:int) -> pd.DataFrame|str:
+        "The patch's `ndvi_series` over its footprint, or why there is none (its Sentinel-2 files unreadable, no B4 or B8 read)."
         s = self.sample(pid)
         if isinstance(s['s2'], str): return s['s2']
-        try: ndvi_series(s['s2'], self.s2, 1)
+        side = max(int(round(s['aerial'].shape[-1] * s['pixel'] / 10)), 1)  # the patch footprint in 10 m pixels
+        try: return ndvi_series(s['s2'], self.s2, side)
         except ValueError as e: return str(e)
-        return None
+
+    def series_note(self, pid:int) -> str|None:
+        "Why patch `pid` has no NDVI series figure; None when it has one."
+        ser = self._series(pid)
+        return ser if isinstance(ser, str) else None
 
     def series_figure(self, pid:int) -> plt.Figure|None:
         "The patch's NDVI series figure, binned as the model bins it (None when there is none: `series_note` says why)."
-        if self.series_note(pid) is not None: return None
-        s = self.sample(pid)
-        side = max(int(round(s['aerial'].shape[-1] * s['pixel'] / 10)), 1)  # the patch footprint in 10 m pixels
-        return plot_series(ndvi_series(s['s2'], self.s2, side), self.s2.bins,
-                           f"Sentinel-2 over {s['row']['patch']} (zone {s['row']['domain']}/{s['row']['zone']})")
+        ser, row = self._series(pid), self.rows.loc[pid]
+        if isinstance(ser, str): return None
+        return plot_series(ser, self.s2.bins, f"Sentinel-2 over {row['patch']} (zone {row['domain']}/{row['zone']})")
 
 # %% ../nbs/13_viewer.ipynb #2de228df
 @patch
@@ -213,7 +216,7 @@ def _show_patch(self:PredictionViewer):
     self.title.value = (f"<b class='flair2-patch'>{r['patch']}</b> domain {r['domain']}, zone {r['zone']}"
                         + ('' if np.isnan(m) else f", patch mIoU <b>{m:.3f}</b>"))
     self.table.value = self.iou_table(pid).to_html(float_format=lambda v: f"{v:.3f}", na_rep='-', classes='flair2-iou')
-    fig, note = self.series_figure(pid), self.series_note(pid)
+    fig, note = self.series_figure(pid), self.series_note(pid)  # one NDVI series read for both
     self.series.value = _png(fig) if fig is not None else b''
     self.series_text.value = '' if note is None else f"<i class='flair2-series-note'>Sentinel-2: {note}</i>"  # why there is no series
 
