@@ -189,7 +189,7 @@ def format_bench(r:dict # `bench` results
     cols = [('params_m', 'parameters (M)'), ('train_bs2', 'train bs 2, samples/s'), ('train_bs4', 'train bs 4, samples/s'),
             ('infer_bs4', 'inference bs 4, patches/s'), ('peak_rss_mb', 'peak RSS training bs 4, MB')]
     lines = [f"{r['patches']} patches of {r['size']} px, {r['threads']} torch threads, {r['device']}",
-             f"{'':28s} {'flair2 (' + m['encoder'] + ')':>22s} {'yardstick (MiT-b0)':>20s} {'ratio':>8s}"]
+             f"{'':28s} {'flair2 (' + m['net']['encoder'] + ')':>22s} {'yardstick (MiT-b0)':>20s} {'ratio':>8s}"]
     lines += [f"{name:28s} {r['flair2'][k]:22.2f} {r['yardstick'][k]:20.2f} {r['ratio'][k]:7.2f}×" for k, name in cols]
     L = r['loader']
     lines += ['', f"{'loader, samples/s':28s} {'value':>10s} {'vs floor':>9s}", f"{'raw floor':28s} {L['raw_floor']:10.1f}"]

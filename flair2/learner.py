@@ -83,9 +83,9 @@ def init_from(net:nn.Module, # the network to initialise
     src = load_model(find_model(path, 'aerial'))
     own, theirs = net.state_dict(), src.net.state_dict()
     same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
-    if not same: raise FlairFormatError(src.folder, f"no weight of this {src.cfg.encoder} {src.mode} model fits the network being trained")
+    if not same: raise FlairFormatError(src.folder, f"no weight of this {src.cfg.net.encoder} {src.mode} model fits the network being trained")
     unfit = [k for k in own if k.startswith('encoder.') and k not in same]
-    if unfit: raise FlairFormatError(src.folder, f"this {src.cfg.encoder} model does not fit the encoder of the network being trained (first: {unfit[0]}); two-stage training needs the same encoder and bands")
+    if unfit: raise FlairFormatError(src.folder, f"this {src.cfg.net.encoder} model does not fit the encoder of the network being trained (first: {unfit[0]}); two-stage training needs the same encoder and bands")
     net.load_state_dict(same, strict=False)
     return dict(folder=str(src.folder), sha256=src.conf['sha256'], copied=len(same), of=len(own))
 

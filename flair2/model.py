@@ -17,7 +17,7 @@ from .core import N_CLASSES, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFormatErr
 # %% auto #0
 __all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'PRECISIONS', 'S2Encoder', 'S2Encoder3D', 'UTAE', 'MLPDecoder',
            'UNetDecoder', 'timm_encoder', 'SmpEncoder', 'aerial_encoder', 'pretrained_file', 'pretrained_encoder',
-           'FlairNet', 'Accel', 'prepare_net', 'autocast', 'join_process_group']
+           'NetConfig', 'FlairNet', 'Accel', 'prepare_net', 'autocast', 'join_process_group']
 
 # %% ../nbs/08_model.ipynb #1b1371e7
 class S2Encoder(nn.Module):
@@ -333,56 +333,72 @@ def pretrained_encoder(name:str,       # encoder name (timm, or one of `SMP_ENCO
         enc = timm_encoder(name, in_chans, finest_stride, state)
     return enc, dict(source=source, file=str(f), sha256=sha256_file(f))
 
+# %% ../nbs/08_model.ipynb #4439f210
+@dataclass
+class NetConfig:
+    "The network's architecture: the aerial encoder and its weights, the Sentinel-2 encoder, their fusion and the decoder (`TrainConfig.net`)."
+    encoder: str = 'resnet10t'     # aerial encoder: a timm model (features_only) or a Mix Transformer (mit_b0 … mit_b5, from smp)
+    pretrained: str|None = None    # encoder weights: a local file or folder, or a hub tag ('hub', 'a1_in1k', 'imagenet'); None: random
+    bands: list|None = None        # aerial bands the encoder reads, e.g. [NIR, G, B] (None: R, G, B, NIR, elevation)
+    decoder: str = 'mlp'           # 'mlp' (SegFormer's all-MLP decoder) or 'unet' (smp's U-Net decoder)
+    width: int = 128               # decoder width (the MLP decoder)
+    finest_stride: int = 2         # finest aerial feature level the decoder fuses (4: from the quarter-resolution level, as SegFormer)
+    detail_width: int = 0          # width of a refinement by the encoder's stride-2 level when `finest_stride` is 4 (0: none)
+    fuse: str = 'sum'              # decoder fusion: 'sum' (stages summed top-down) or 'concat' (concatenated, then fused)
+    s2_encoder: str = 'ltae'       # Sentinel-2 temporal encoder: 'ltae' (temporal attention), 'cnn3d' or 'utae'
+    s2_dim: int = 64               # Sentinel-2 encoder width
+    s2_fusion: str = 'last'        # Sentinel-2 features added to the deepest aerial stage ('last') or to every stage ('all', U-T&T)
+
+    def __post_init__(self):
+        if isinstance(self.bands, str): self.bands = [self.bands]
+        for name, allowed in (('decoder', ('mlp', 'unet')), ('fuse', ('sum', 'concat')), ('s2_fusion', ('last', 'all')), ('s2_encoder', tuple(S2_ENCODERS))):
+            if getattr(self, name) not in allowed: raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
+        if self.detail_width and self.finest_stride <= 2:
+            raise ValueError(f"detail_width refines with the stride-2 level the decoder does not fuse: it needs finest_stride 4 or more, not {self.finest_stride}")
+
+    @classmethod
+    def from_dict(cls, d:dict|None # field values; missing ones take the defaults
+                 ) -> 'NetConfig':
+        "Settings from a dict, refusing unknown keys."
+        return settings_from(cls, d, 'network')
+
 # %% ../nbs/08_model.ipynb #39154b6e
 class FlairNet(nn.Module):
-    "Aerial + Sentinel-2 segmentation network; `mode` is 'aerial', 'sentinel' or 'fused'."
+    "Aerial + Sentinel-2 segmentation network of `NetConfig` settings; `mode` is 'aerial', 'sentinel' or 'fused'."
     def __init__(self,
                  mode='fused',          # 'aerial', 'sentinel' or 'fused'
-                 encoder='resnet10t',   # aerial encoder: a timm model or one of `SMP_ENCODERS`
-                 bands=None,            # aerial bands the encoder reads (names of `AERIAL_BANDS`; None: all five)
-                 s2_bands=len(S2_BANDS), # Sentinel-2 bands read
-                 bins=12,               # Sentinel-2 temporal bins
-                 s2_dim=64,             # Sentinel-2 encoder width
+                 net:NetConfig|None=None, # the architecture (None: the defaults)
+                 s2_bands=len(S2_BANDS), # Sentinel-2 bands read (those of `S2Config.bands`)
+                 bins=12,               # Sentinel-2 temporal bins (`S2Config.bins`)
                  patch_m=FLAIR_PATCH['size'] * FLAIR_PATCH['pixel_size'], # patch side in metres (its footprint in the Sentinel-2 crop)
-                 width=128,             # decoder width (the MLP decoder)
-                 n_classes=N_CLASSES,   # output classes
-                 pretrained:str|None=None, # encoder weights: a file, a folder or a hub tag (`pretrained_encoder`)
-                 s2_encoder='ltae',     # one of `S2_ENCODERS`
-                 finest_stride=2,       # finest encoder stride the decoder fuses (4: from the quarter-resolution level, as SegFormer)
-                 detail_width=0,        # width of a refinement by the encoder's stride-2 level when `finest_stride` is 4 (0: none)
-                 fuse='sum',            # MLP decoder fusion: 'sum' (top-down) or 'concat' (SegFormer's layout, models saved before)
-                 decoder='mlp',         # 'mlp' (SegFormer's all-MLP) or 'unet' (smp's U-Net decoder)
-                 s2_fusion='last',      # Sentinel-2 features added to the deepest stage ('last') or to every stage ('all')
-                 aux=False):            # auxiliary Sentinel-2 classifier (its output is returned while training)
+                 aux=False,             # auxiliary Sentinel-2 classifier (its output is returned while training)
+                 n_classes=N_CLASSES):  # output classes
         super().__init__()
         if mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be aerial, sentinel or fused, not {mode!r}")
-        if decoder not in ('mlp', 'unet'): raise ValueError(f"decoder must be 'mlp' or 'unet', not {decoder!r}")
-        if s2_fusion not in ('last', 'all'): raise ValueError(f"s2_fusion must be 'last' or 'all', not {s2_fusion!r}")
-        self.mode, self.patch_m, self.patch_px, self.n_detail, self.s2_fusion, detail = mode, patch_m, max(1, round(patch_m / 10)), 0, s2_fusion, 0
-        self.bands = None if bands is None else band_indices(bands, AERIAL_BANDS)
+        c = self.config = net or NetConfig()  # its architecture, as given
+        self.mode, self.patch_m, self.patch_px, self.n_detail, self.s2_fusion, detail = mode, patch_m, max(1, round(patch_m / 10)), 0, c.s2_fusion, 0
+        self.bands = None if c.bands is None else band_indices(c.bands, AERIAL_BANDS)
         if self.bands == list(range(len(AERIAL_BANDS))): self.bands = None  # all five in order: nothing to pick
         self.pretrained = None  # the record of the pretrained weights loaded (source, file, SHA-256)
         if mode != 'sentinel':
-            in_chans, stride = len(self.bands or AERIAL_BANDS), min(finest_stride, 2) if detail_width else finest_stride
-            if pretrained: self.encoder, self.pretrained = pretrained_encoder(encoder, pretrained, in_chans, stride)
-            else: self.encoder = aerial_encoder(encoder, in_chans, stride)
+            in_chans, stride = len(self.bands or AERIAL_BANDS), min(c.finest_stride, 2) if c.detail_width else c.finest_stride
+            if c.pretrained: self.encoder, self.pretrained = pretrained_encoder(c.encoder, c.pretrained, in_chans, stride)
+            else: self.encoder = aerial_encoder(c.encoder, in_chans, stride)
             red, chans = self.encoder.feature_info.reduction(), self.encoder.feature_info.channels()
-            if detail_width and finest_stride <= 2: raise ValueError(f"detail_width refines with the stride-2 level the decoder does not fuse: it needs finest_stride 4 or more, not {finest_stride}")
-            if detail_width:  # the stride-2 level refines instead of being fused
-                if red[0] != 2: raise ValueError(f"detail_width needs an encoder with a stride-2 level; {encoder} has strides {red} (use detail_width=0)")
+            if c.detail_width:  # the stride-2 level refines instead of being fused
+                if red[0] != 2: raise ValueError(f"detail_width needs an encoder with a stride-2 level; {c.encoder} has strides {red} (use detail_width=0)")
                 self.n_detail, detail, chans = 1, chans[0], chans[1:]
         if mode != 'aerial':
-            if s2_encoder not in S2_ENCODERS: raise ValueError(f"s2_encoder must be one of {', '.join(S2_ENCODERS)}, not {s2_encoder!r}")
-            self.s2 = S2_ENCODERS[s2_encoder](s2_bands, bins, s2_dim)
-            if aux: self.aux = nn.Conv2d(s2_dim, n_classes, 1)
-        if mode == 'fused' and s2_fusion == 'last':
-            self.s2_proj, self.s2_norm = nn.Conv2d(s2_dim, chans[-1], 1), nn.BatchNorm2d(chans[-1])
-        if mode == 'fused' and s2_fusion == 'all':
-            self.s2_projs = nn.ModuleList([nn.Conv2d(s2_dim, c, 1) for c in chans])
-            self.s2_norms = nn.ModuleList([nn.BatchNorm2d(c) for c in chans])
-        dchans = chans if mode != 'sentinel' else [s2_dim]
-        self.decoder = (UNetDecoder(dchans, n_classes) if decoder == 'unet' else
-                        MLPDecoder(dchans, width, n_classes, detail=detail, detail_width=detail_width, fuse=fuse))
+            self.s2 = S2_ENCODERS[c.s2_encoder](s2_bands, bins, c.s2_dim)
+            if aux: self.aux = nn.Conv2d(c.s2_dim, n_classes, 1)
+        if mode == 'fused' and c.s2_fusion == 'last':
+            self.s2_proj, self.s2_norm = nn.Conv2d(c.s2_dim, chans[-1], 1), nn.BatchNorm2d(chans[-1])
+        if mode == 'fused' and c.s2_fusion == 'all':
+            self.s2_projs = nn.ModuleList([nn.Conv2d(c.s2_dim, ch, 1) for ch in chans])
+            self.s2_norms = nn.ModuleList([nn.BatchNorm2d(ch) for ch in chans])
+        dchans = chans if mode != 'sentinel' else [c.s2_dim]
+        self.decoder = (UNetDecoder(dchans, n_classes) if c.decoder == 'unet' else
+                        MLPDecoder(dchans, c.width, n_classes, detail=detail, detail_width=c.detail_width, fuse=c.fuse))
 
     def _footprint(self, s2_feats, size):
         "Sentinel-2 features over the patch footprint, pooled to `size`."

@@ -5,7 +5,7 @@
 # %% ../nbs/09_saved.ipynb #6e536890
 from __future__ import annotations
 import json, hashlib
-from dataclasses import dataclass, asdict, field, fields
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -15,7 +15,7 @@ from .core import *
 from .sentinel import S2Config
 from .io import tif_profile
 from .data import S2Loader, S2Cache, NoS2
-from .model import FlairNet, Accel
+from .model import FlairNet, NetConfig, Accel
 
 # %% auto #0
 __all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_side', 'export_model', 'seed_folder', 'find_models',
@@ -26,11 +26,7 @@ __all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_si
 class TrainConfig:
     "Settings of one training run."
     mode: str = 'fused'            # 'aerial', 'sentinel' or 'fused'
-    encoder: str = 'resnet10t'     # aerial encoder: a timm model (features_only) or a Mix Transformer (mit_b0 … mit_b5, from smp)
-    pretrained: str|None = None    # encoder weights: a local file or folder, or a hub tag ('hub', 'a1_in1k', 'imagenet'); None: random
-    bands: list|None = None        # aerial bands the encoder reads, e.g. [NIR, G, B] (None: R, G, B, NIR, elevation)
-    decoder: str = 'mlp'           # 'mlp' (SegFormer's all-MLP decoder) or 'unet' (smp's U-Net decoder)
-    s2_fusion: str = 'last'        # Sentinel-2 features added to the deepest aerial stage ('last') or to every stage ('all', U-T&T)
+    net: NetConfig = field(default_factory=NetConfig)  # the network: encoders, their weights, fusion and decoder (`net.encoder`, ...)
     aux_weight: float = 0.         # weight of an auxiliary loss on classes from the Sentinel-2 features alone (0: no auxiliary head)
     loss: str = 'ce'               # 'ce' (cross-entropy) or 'focal'
     focal_gamma: float = 2.        # focusing parameter of the focal loss
@@ -44,12 +40,6 @@ class TrainConfig:
     bs: int = 8                    # batch size (per process)
     s2: S2Config = field(default_factory=S2Config)  # Sentinel-2 crop, date filter and bins
     s2_cache: str|None = None      # folder of a disk cache of the processed Sentinel-2 series (None: off); see `S2Cache`
-    s2_encoder: str = 'ltae'       # Sentinel-2 temporal encoder: 'ltae' (temporal attention) or 'cnn3d'
-    s2_dim: int = 64               # Sentinel-2 encoder width
-    width: int = 128               # decoder width
-    finest_stride: int = 2         # finest aerial feature level the decoder fuses (4: from the quarter-resolution level, as SegFormer)
-    detail_width: int = 0          # width of a refinement by the encoder's stride-2 level when `finest_stride` is 4 (0: none)
-    fuse: str = 'sum'              # decoder fusion: 'sum' (stages summed top-down) or 'concat' (concatenated, then fused)
     other_weight: float = 0.       # loss weight of class 12 "other"
     valid_by: str = 'domain'       # validation patches: 'domain' (held-out domains) or 'random' (patches)
     valid_domains: list|None = None  # held-out domains (None: a seeded share of the train domains)
@@ -62,23 +52,24 @@ class TrainConfig:
 
     def __post_init__(self):
         if isinstance(self.s2, dict): self.s2 = S2Config.from_dict(self.s2)
+        if isinstance(self.net, dict): self.net = NetConfig.from_dict(self.net)
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
         if self.valid_by not in ('domain', 'random'): raise ValueError(f"valid_by must be 'domain' or 'random', not {self.valid_by!r}")
         if self.loss not in ('ce', 'focal'): raise ValueError(f"loss must be 'ce' or 'focal', not {self.loss!r}")
-        if isinstance(self.bands, str): self.bands = [self.bands]
 
     @classmethod
-    def from_dict(cls, d:dict # fields; `s2` and `accel` as dicts, or dotted keys such as `s2.bins`
+    def from_dict(cls, d:dict # fields; `s2`, `net` and `accel` as dicts, or dotted keys such as `s2.bins`, `net.encoder`
                  ) -> 'TrainConfig':
         "Settings from a dict, refusing unknown keys."
         d = dict(d)
-        for name, sub in (('s2', S2Config), ('accel', Accel)):
+        for name, sub in (('s2', S2Config), ('net', NetConfig), ('accel', Accel)):
             v = d.get(name)
             v = asdict(v) if isinstance(v, sub) else dict(v or {})
             for k in [k for k in d if k.startswith(name + '.')]: v[k[len(name) + 1:]] = d.pop(k)
             d[name] = sub.from_dict(v)
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        unknown, moved = set(d) - {f.name for f in fields(cls)}, {f.name for f in fields(NetConfig)}
+        if unknown: raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}"
+                                     + ''.join(f"; {k} is a network setting: net.{k}" for k in sorted(unknown & moved)))
         return cls(**d)
 
     def to_dict(self) -> dict: return asdict(self)
@@ -91,11 +82,8 @@ class TrainConfig:
               footprint_m:float|None=None # metres the patch spans in the Sentinel-2 crop (None: FLAIR's 102.4; see `patch_side`)
              ) -> FlairNet:
         "A new network of these settings, its Sentinel-2 input bands those of `s2.bands`."
-        return FlairNet(self.mode, self.encoder, bands=self.bands, s2_bands=len(band_indices(self.s2.bands, S2_BANDS)), bins=self.s2.bins,
-                        patch_m=footprint_m or patch_side(None), s2_dim=self.s2_dim, width=self.width,
-                        pretrained=self.pretrained if pretrained else None, s2_encoder=self.s2_encoder,
-                        finest_stride=self.finest_stride, detail_width=self.detail_width, fuse=self.fuse,
-                        decoder=self.decoder, s2_fusion=self.s2_fusion, aux=self.aux_weight > 0)
+        return FlairNet(self.mode, self.net if pretrained else replace(self.net, pretrained=None), s2_bands=len(band_indices(self.s2.bands, S2_BANDS)),
+                        bins=self.s2.bins, patch_m=footprint_m or patch_side(None), aux=self.aux_weight > 0)
 
 # %% ../nbs/09_saved.ipynb #b8ead060
 def class_weights(other_weight=0. # loss weight of class 12 "other"
@@ -119,7 +107,7 @@ def patch_side(patch:dict|None # a patch geometry `{'size', 'pixel_size'}` (None
     return g['size'] * g['pixel_size']
 
 # %% ../nbs/09_saved.ipynb #71a1f824
-FORMAT = 'flair2-model/5'  # the `format` of a saved model's config.json
+FORMAT = 'flair2-model/6'  # the `format` of a saved model's config.json
 def export_model(model:torch.nn.Module,  # the trained network
                  cfg:TrainConfig,        # its settings
                  folder,                 # the model folder (created)
@@ -196,12 +184,19 @@ def _upgrade_v3(conf:dict) -> dict:
 
 def _upgrade_v4(conf:dict) -> dict:
     "A `flair2-model/4` config in the current layout (those networks placed the patch in the Sentinel-2 crop as FLAIR's 102.4 m, whatever its geometry)."
-    return {**conf, 'format': FORMAT, 'footprint_m': patch_side(None)}
+    return {**conf, 'format': 'flair2-model/5', 'footprint_m': patch_side(None)}
+
+def _upgrade_v5(conf:dict) -> dict:
+    "A `flair2-model/5` config in the current layout (the network's settings, then beside the others, are in `config.net`)."
+    names = {f.name for f in fields(NetConfig)}
+    c = {k: v for k, v in conf['config'].items() if k not in names}
+    return {**conf, 'format': FORMAT, 'config': {**c, 'net': {k: v for k, v in conf['config'].items() if k in names}}}
 
 def upgrade_config(conf:dict # a parsed config.json
                   ) -> dict:
     "A saved model's config in the current layout, whichever earlier layout it was written in."
-    for old, up in (('flair2-model/1', _upgrade_v1), ('flair2-model/2', _upgrade_v2), ('flair2-model/3', _upgrade_v3), ('flair2-model/4', _upgrade_v4)):
+    for old, up in (('flair2-model/1', _upgrade_v1), ('flair2-model/2', _upgrade_v2), ('flair2-model/3', _upgrade_v3), ('flair2-model/4', _upgrade_v4),
+                    ('flair2-model/5', _upgrade_v5)):
         if isinstance(conf, dict) and conf.get('format') == old: conf = up(conf)
     return conf
 
@@ -228,7 +223,7 @@ class SavedModel:
     def patch(self) -> dict|None:
         "The patch geometry it was trained on, `{'size', 'pixel_size'}` (None for a model saved before it was recorded)."
         return self.conf.get('patch')
-    def __repr__(self): return f"SavedModel({self.folder}, mode={self.mode}, encoder={self.cfg.encoder}, valid mIoU={self.metrics.get('miou')})"
+    def __repr__(self): return f"SavedModel({self.folder}, mode={self.mode}, encoder={self.cfg.net.encoder}, valid mIoU={self.metrics.get('miou')})"
 
 # %% ../nbs/09_saved.ipynb #a0273b71
 def load_model(path,         # a model folder, or a run folder with `models/<mode>/`

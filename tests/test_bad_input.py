@@ -9,7 +9,7 @@ from flair2.core import FlairFormatError
 from flair2.io import patch_index, load_item
 from flair2.sentinel import S2Config
 
-TRAIN = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
+TRAIN = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 'net.s2_dim', '16', '-s', 'net.width', '32']
 
 
 def _first(tree, pattern, split='train'):

@@ -36,9 +36,9 @@ def test_console_script_installed():
 def test_bench_compares_with_the_yardstick(tiny, tmp_path, monkeypatch, capsys):
     """`flair2 bench` on a small tree: both models side by side, the loader against its floor, the files written."""
     monkeypatch.setenv('FLAIR2_OUTPUTS', str(tmp_path))
-    assert main(['bench', '--data', str(tiny), '--patches', '4', '--workers', '0', '--repeats', '1', '-s', 'width', '16',
+    assert main(['bench', '--data', str(tiny), '--patches', '4', '--workers', '0', '--repeats', '1', '-s', 'net.width', '16',
                  '-s', 's2.size', '16', '-s', 's2.bins', '4', '--quiet']) == 0
     out = capsys.readouterr().out
     assert 'yardstick (MiT-b0)' in out and 'loader + S2 cache, 0 workers' in out
     r = __import__('json').loads((tmp_path / 'bench' / 'bench.json').read_text())
-    assert r['model']['width'] == 16 and r['ratio']['train_bs2'] > 0 and r['loader']['loader_w0_vs_floor'] > 0
+    assert r['model']['net']['width'] == 16 and r['ratio']['train_bs2'] > 0 and r['loader']['loader_w0_vs_floor'] > 0

@@ -14,7 +14,7 @@ from flair2.learner import train, resume_state
 from flair2.inference import evaluate
 from flair2.metrics import scores
 
-SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), s2_dim=16, width=32)
+SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), net=dict(s2_dim=16, width=32))
 
 
 class StopAfter(Callback):
@@ -48,7 +48,7 @@ def test_resume_after_interruption(index, tmp_path):
 def test_checkpoint_of_another_network_starts_over(index, tmp_path, capsys):
     """A rerun into the same folder with settings that change the network (a new default, say) trains from the start."""
     train(index, TrainConfig(mode='aerial', epochs=2, **SMALL), tmp_path / 'r', cbs=[StopAfter(0)])
-    learn = train(index, TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'width': 16}), tmp_path / 'r')
+    learn = train(index, TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'net': dict(s2_dim=16, width=16)}), tmp_path / 'r')
     assert 'written by another network' in capsys.readouterr().err
     assert [h['epoch'] for h in learn.history] == [0, 1] and learn.model.decoder.proj[0].out_channels == 16
 

@@ -26,7 +26,7 @@ def fused(tmp_path_factory):
     """A small fused model trained for 10 s on 54 generated 64-px patches at 1.6 m (pixel accuracy about 0.7 on a new domain)."""
     d = tmp_path_factory.mktemp('fused')
     data = synthesize(d / 'data', seed=5, size=64, train_domains=3, test_domains=1, zones_per_domain=2, patches_per_zone=9, progress=False)
-    train(patch_index(data), TrainConfig(epochs=10, bs=8, s2=S2Config(size=16, bins=4), s2_dim=16, width=32), d / 'model', progress=False)
+    train(patch_index(data), TrainConfig(epochs=10, bs=8, s2=S2Config(size=16, bins=4), net=dict(s2_dim=16, width=32)), d / 'model', progress=False)
     return d / 'model'
 
 
@@ -87,7 +87,7 @@ def test_mosaic_with_overlap(fused, scene, tmp_path):
 def test_real_ign_tile(real, tmp_path):
     r = real / REAL
     data = synthesize(tmp_path / 'd', size=64, pixel_size=0.2, train_domains=2, test_domains=1, zones_per_domain=1, patches_per_zone=4, progress=False)
-    assert main(['train', '--quiet', '--data', str(data), '--mode', 'aerial', '--out', str(tmp_path / 'm'), '-s', 'epochs', '1', '-s', 'width', '32']) == 0
+    assert main(['train', '--quiet', '--data', str(data), '--mode', 'aerial', '--out', str(tmp_path / 'm'), '-s', 'epochs', '1', '-s', 'net.width', '32']) == 0
     assert main(['elevation', '--like', str(r / 'test_data_rgb.tif'), '--dtm', str(r / 'ctview_test_data_77055_627760_LA93_IGN69_interp_DTM50cm.tif'),
                  '--points', str(r / 'test_data_77055_627760_LA93_IGN69.laz'), '--out', str(tmp_path / 'elev.tif')]) == 0
     with rasterio.open(tmp_path / 'elev.tif') as e: el = e.read(1)
@@ -199,7 +199,7 @@ def test_inputs_in_another_crs_are_reprojected(fused, scene, tmp_path):
 def test_sentinel_band_subset_maps(tiny, scene, tmp_path):
     """A fused model reading Sentinel-2 bands B4 and B8 only maps a scene with a full Sentinel-2 folder."""
     m = tmp_path / 'm'
-    train(patch_index(tiny), TrainConfig(epochs=1, bs=4, s2=S2Config(size=16, bins=4, bands=['B4', 'B8']), s2_dim=8, width=16), m, progress=False)
+    train(patch_index(tiny), TrainConfig(epochs=1, bs=4, s2=S2Config(size=16, bins=4, bands=['B4', 'B8']), net=dict(s2_dim=8, width=16)), m, progress=False)
     assert _map('--model', m, '--image', scene / 'scene' / 'aerial.tif', '--s2', scene / 'scene' / 's2', '--tta', 1, '--out', tmp_path / 'map.tif') == 0
     with rasterio.open(tmp_path / 'map.tif') as s: assert s.read(1).max() < 13
 

@@ -8,13 +8,15 @@ from flair2.chain import REPO, PIPELINE, CHAIN, notebook_params
 from flair2.sentinel import S2Config
 from flair2.synth import SynthConfig
 from flair2.saved import TrainConfig
+from flair2.model import NetConfig
 from flair2.predict import PredictConfig
 from flair2.maps import MapConfig
 from flair2.inference import InferConfig
 
 NBS = Path(__file__).resolve().parents[1] / 'nbs'
 LIBRARY = sorted(NBS.glob('*.ipynb'))
-SETTINGS = (TrainConfig, InferConfig, PredictConfig, SynthConfig, MapConfig)  # the homes of the defaults; S2Config's come as the `s2` dict
+SETTINGS = (TrainConfig, InferConfig, PredictConfig, SynthConfig, MapConfig)  # the homes of the defaults
+NESTED = {'s2': S2Config, 'net': NetConfig}  # settings the notebooks take as one dict each
 
 
 @pytest.mark.parametrize('nb', LIBRARY, ids=[p.stem for p in LIBRARY])
@@ -38,12 +40,13 @@ def _default(f):
 
 
 def default_mismatches(nb) -> list:
-    """Parameters of `nb` whose default differs from the dataclass field of the same name (the `s2` dict: from `S2Config`)."""
+    """Parameters of `nb` whose default differs from the dataclass field of the same name (the `s2` and `net` dicts: from `S2Config`, `NetConfig`)."""
     out, homes = [], {f.name: (cls, _default(f)) for cls in SETTINGS for f in fields(cls)}
-    s2 = {f.name: _default(f) for f in fields(S2Config)}
+    nested = {name: (cls.__name__, {f.name: _default(f) for f in fields(cls)}) for name, cls in NESTED.items()}
     for name, value in notebook_params(nb).items():
-        if name == 's2':
-            out += [f"s2['{k}'] = {v!r}, S2Config says {s2.get(k, 'nothing')!r}" for k, v in value.items() if k not in s2 or s2[k] != v]
+        if name in nested:
+            cls, d = nested[name]
+            out += [f"{name}['{k}'] = {v!r}, {cls} says {d.get(k, 'nothing')!r}" for k, v in value.items() if k not in d or d[k] != v]
         elif name in homes and homes[name][1] != value:
             out.append(f"{name} = {value!r}, {homes[name][0].__name__} says {homes[name][1]!r}")
     return out
@@ -71,8 +74,8 @@ def test_default_check_catches_a_changed_default(tmp_path):
     assert 'epochs = 8 ' in src and "'size': 40" in src
     nb.write_text(src.replace('epochs = 8 ', 'epochs = 6 ').replace("'size': 40", "'size': 32"))
     assert default_mismatches(nb) == ["epochs = 6, TrainConfig says 8", "s2['size'] = 32, S2Config says 40"]
-    checked = {k for n in CHAIN for k in notebook_params(PIPELINE / n)} & ({f.name for c in SETTINGS for f in fields(c)} | {'s2'})
-    assert {'epochs', 'lr', 'bs', 'encoder', 's2', 'tta', 'time_budget', 'num_workers', 'seed', 'valid_by'} <= checked
+    checked = {k for n in CHAIN for k in notebook_params(PIPELINE / n)} & ({f.name for c in SETTINGS for f in fields(c)} | set(NESTED))
+    assert {'epochs', 'lr', 'bs', 'net', 's2', 'tta', 'time_budget', 'num_workers', 'seed', 'valid_by'} <= checked
 
 
 @pytest.mark.slow

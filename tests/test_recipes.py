@@ -17,7 +17,7 @@ from flair2.learner import train, init_from
 from flair2.inference import Ensemble, evaluate, predict_arrays
 from flair2.metrics import scores
 
-SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), s2_dim=16, width=32, epochs=1)
+SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), net=dict(s2_dim=16, width=32), epochs=1)
 RECIPES = sorted((REPO / 'recipes').glob('*.yaml'))
 CHAIN = ('02_train.ipynb', '03_evaluate.ipynb', '05_predict.ipynb')
 
@@ -44,44 +44,44 @@ def weights(tmp_path_factory):
 
 def test_pretrained_file_loads_adapted_and_recorded(index, weights, tmp_path):
     d, src = weights
-    cfg = TrainConfig(mode='aerial', encoder='resnet18', pretrained=str(d / 'resnet18.safetensors'), **SMALL)
+    cfg = TrainConfig.from_dict({**SMALL, 'mode': 'aerial', 'net.encoder': 'resnet18', 'net.pretrained': str(d / 'resnet18.safetensors')})
     net = cfg.model()
     assert torch.equal(net.encoder.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
     assert net.encoder.conv1.weight.shape[1] == 5   # the first convolution adapted to the 5 aerial bands, timm's way
     assert torch.equal(net.encoder.conv1.weight, timm.models.adapt_input_conv(5, src.conv1.weight))
-    assert torch.equal(TrainConfig(**{**cfg.to_dict(), 'pretrained': str(d)}).model().encoder.layer1[0].conv2.weight,
+    assert torch.equal(TrainConfig.from_dict({**cfg.to_dict(), 'net.pretrained': str(d)}).model().encoder.layer1[0].conv2.weight,
                        src.layer1[0].conv2.weight)   # a folder holding the file
-    assert torch.equal(TrainConfig(**{**cfg.to_dict(), 'pretrained': str(d / 'resnet18.pth')}).model().encoder.layer1[0].conv2.weight,
+    assert torch.equal(TrainConfig.from_dict({**cfg.to_dict(), 'net.pretrained': str(d / 'resnet18.pth')}).model().encoder.layer1[0].conv2.weight,
                        src.layer1[0].conv2.weight)   # a torch checkpoint
     train(index, cfg, tmp_path / 'm', progress=False)
     conf = json.loads((tmp_path / 'm' / 'config.json').read_text())
     assert conf['pretrained']['sha256'] == sha256_file(d / 'resnet18.safetensors')
-    assert conf['config']['pretrained'] == str(d / 'resnet18.safetensors')
-    assert load_model(tmp_path / 'm').cfg.pretrained == str(d / 'resnet18.safetensors')  # loading never re-reads the file
+    assert conf['config']['net']['pretrained'] == str(d / 'resnet18.safetensors')
+    assert load_model(tmp_path / 'm').cfg.net.pretrained == str(d / 'resnet18.safetensors')  # loading never re-reads the file
 
 
 def test_mismatched_or_missing_weights_are_one_line_errors(tiny, weights, tmp_path, capsys, monkeypatch):
     d, _ = weights
-    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'x', '--mode', 'aerial', '-s', 'encoder', 'resnet34',
-                      '-s', 'pretrained', d / 'resnet18.safetensors', '-s', 'epochs', 1, '--quiet')
+    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'x', '--mode', 'aerial', '-s', 'net.encoder', 'resnet34',
+                      '-s', 'net.pretrained', d / 'resnet18.safetensors', '-s', 'epochs', 1, '--quiet')
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert str(d / 'resnet18.safetensors') in err and 'do not fit encoder resnet34' in err and 'layer1.2.conv1.weight' in err
     assert not (tmp_path / 'x').exists()  # nothing half-written
-    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'y', '-s', 'pretrained', tmp_path / 'none.safetensors', '--quiet')
+    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'y', '-s', 'net.pretrained', tmp_path / 'none.safetensors', '--quiet')
     assert rc == 2 and 'none.safetensors: pretrained weights file not found' in err
     bad = tmp_path / 'bad.safetensors'; bad.write_bytes(b'not weights')
-    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'z', '-s', 'pretrained', bad, '--quiet')
+    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'z', '-s', 'net.pretrained', bad, '--quiet')
     assert rc == 2 and 'bad.safetensors: unreadable weights file' in err
     # a hub tag offline, not in the cache: one line saying to pass a file (no retries for minutes)
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     import huggingface_hub.constants as hc
     monkeypatch.setattr(hc, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
-    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '--mode', 'aerial', '-s', 'encoder', 'resnet34',
-                      '-s', 'pretrained', 'a1_in1k', '--quiet')
+    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '--mode', 'aerial', '-s', 'net.encoder', 'resnet34',
+                      '-s', 'net.pretrained', 'a1_in1k', '--quiet')
     assert rc == 2 and len(err.strip().splitlines()) == 1 and 'cannot be reached' in err and '-s pretrained PATH' in err
-    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '-s', 'pretrained', 'no_such_tag', '--quiet')
+    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '-s', 'net.pretrained', 'no_such_tag', '--quiet')
     assert rc == 2 and 'timm has no weights resnet10t.no_such_tag' in err
-    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '-s', 'pretrained', 'resnet34.a1_in1k', '--quiet')
+    rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '-s', 'net.pretrained', 'resnet34.a1_in1k', '--quiet')
     assert rc == 2 and 'not a hub tag of resnet10t' in err   # weights of another architecture
 
 
@@ -96,7 +96,7 @@ def test_losses_and_splitter_train(index, tmp_path):
 
 def test_two_stage_copies_the_first_stage(index, tmp_path):
     a = train(index, TrainConfig(mode='aerial', **SMALL), tmp_path / 'a', progress=False)
-    fused = TrainConfig(mode='fused', init=str(tmp_path / 'a'), freeze_epochs=1, s2_fusion='all', **SMALL)
+    fused = TrainConfig.from_dict({**SMALL, 'mode': 'fused', 'init': str(tmp_path / 'a'), 'freeze_epochs': 1, 'net.s2_fusion': 'all'})
     net = fused.model(); rec = init_from(net, tmp_path / 'a')
     src = load_model(tmp_path / 'a').net.state_dict()
     assert all(torch.equal(v, src[k]) for k, v in net.state_dict().items() if k.startswith(('encoder.', 'decoder.')) and k in src)
@@ -107,14 +107,14 @@ def test_two_stage_copies_the_first_stage(index, tmp_path):
     assert conf['init']['sha256'] == json.loads((tmp_path / 'a' / 'config.json').read_text())['sha256']
     # another encoder cannot start from it: said, not silently half-copied
     with pytest.raises(Exception, match='does not fit the encoder of the network'):
-        init_from(TrainConfig(mode='aerial', encoder='resnet18', **SMALL).model(), tmp_path / 'a')
+        init_from(TrainConfig.from_dict({**SMALL, 'mode': 'aerial', 'net.encoder': 'resnet18'}).model(), tmp_path / 'a')
     with pytest.raises(Exception, match='no weight of this resnet10t aerial model fits'):
-        init_from(TrainConfig(mode='aerial', encoder='mit_b0', decoder='unet', **SMALL).model(), tmp_path / 'a')
+        init_from(TrainConfig.from_dict({**SMALL, 'mode': 'aerial', 'net.encoder': 'mit_b0', 'net.decoder': 'unet'}).model(), tmp_path / 'a')
 
 
 def test_seeds_and_ensembles_on_the_command_line(tiny, tmp_path, capsys):
     rc, so, _ = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'm', '--seeds', 0, 1, '-s', 'epochs', 1, '-s', 'bs', 4,
-                     '-s', 's2', '{size: 16, bins: 4}', '-s', 'width', 32, '--quiet')
+                     '-s', 's2', '{size: 16, bins: 4}', '-s', 'net.width', 32, '--quiet')
     assert rc == 0 and 'seed 0' in so and 'seed 1' in so and sorted(p.name for p in (tmp_path / 'm').iterdir()) == ['seed0', 'seed1']
     a, b = tmp_path / 'm' / 'seed0', tmp_path / 'm' / 'seed1'
     rc, so, _ = _run(capsys, 'predict', '--data', tiny, '--model', a, '--model', b, '--weights', 2, 1, '--tta', 2, '--out', tmp_path / 'p', '--quiet')
@@ -135,7 +135,7 @@ def test_ensemble_members_read_their_own_settings(index, tmp_path):
     """Members trained with different bands and Sentinel-2 bins predict together; an ensemble of one is the model."""
     t = index[(index.split == 'test')]
     train(index, TrainConfig(mode='fused', **SMALL), tmp_path / 'a', progress=False)
-    train(index, TrainConfig(mode='fused', **{**SMALL, 's2': S2Config(size=16, bins=2)}, bands=['NIR', 'G', 'B'], decoder='unet'), tmp_path / 'b', progress=False)
+    train(index, TrainConfig.from_dict({**SMALL, 'mode': 'fused', 's2': S2Config(size=16, bins=2), 'net.bands': ['NIR', 'G', 'B'], 'net.decoder': 'unet'}), tmp_path / 'b', progress=False)
     a, b = load_model(tmp_path / 'a'), load_model(tmp_path / 'b')
     ens = Ensemble([a, b])
     pe = evaluate(ens, t, bs=4, device='cpu')
@@ -161,8 +161,9 @@ def test_recipe_runs_at_smoke_size(recipe, tiny, tmp_path):
         folders = [out / 'models' / mode] if len(seeds) == 1 else [out / 'models' / mode / f"seed{k}" for k in seeds]  # the seeds layout
         for n, f in zip(names, folders):
             cfg = load_model(f).cfg
-            assert cfg.epochs == 1 and cfg.pretrained is None and cfg.encoder == params['encoder']
-            assert all(getattr(cfg, k) == v for k, v in params.get('settings', {}).items() if k != 'pretrained')
+            assert cfg.epochs == 1 and cfg.net.pretrained is None and cfg.net.encoder == params['net']['encoder']
+            assert all(getattr(cfg.net, k) == v for k, v in params['net'].items() if k != 'pretrained')
+            assert all(getattr(cfg, k) == v for k, v in params.get('settings', {}).items())
             assert 0 <= metrics['models'][n]['test']['miou'] <= 1
         if len(seeds) > 1: assert len(metrics['ensembles'][mode]['members']) == len(seeds)
     if params.get('init_from'):

@@ -10,7 +10,7 @@ from flair2.inference import evaluate
 from flair2.metrics import scores
 
 FLAIR2 = str(Path(sys.executable).parent / 'flair2')
-SMALL = ['-s', 'bs', '2', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '16', '-s', 'width', '32']
+SMALL = ['-s', 'bs', '2', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 'net.s2_dim', '16', '-s', 'net.width', '32']
 
 
 def _env():
@@ -107,7 +107,7 @@ def test_s2_cache_in_training(tiny, tmp_path):
     from flair2.sentinel import S2Config
     from flair2.learner import train
     idx = patch_index(tiny)
-    cfg = TrainConfig(epochs=1, bs=4, s2=S2Config(size=16, bins=4), s2_dim=16, width=32, s2_cache=str(tmp_path / 'cache'))
+    cfg = TrainConfig(epochs=1, bs=4, s2=S2Config(size=16, bins=4), net=dict(s2_dim=16, width=32), s2_cache=str(tmp_path / 'cache'))
     learn = train(idx, cfg, tmp_path / 'a', progress=False)
     files = list((tmp_path / 'cache').rglob('*.npy'))
     assert len(files) == len(idx.query("split == 'train'"))

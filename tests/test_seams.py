@@ -8,7 +8,7 @@ from flair2.cli import main, build_parser
 from flair2.chain import PIPELINE, notebook_params
 from flair2.io import patch_index
 
-QUICK = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 's2_dim', '8', '-s', 'width', '16']
+QUICK = ['-s', 'epochs', '1', '-s', 'bs', '4', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 'net.s2_dim', '8', '-s', 'net.width', '16']
 
 
 def _run(capsys, *args):
@@ -100,7 +100,9 @@ def test_valid_split_of_an_ensemble_needs_shared_patches(seeded, tiny, tmp_path,
     assert sorted(int(p.stem[5:]) for p in (tmp_path / 'w' / 'pred').glob('PRED_*.tif')) == sorted(v1)
 
 
-V4 = Path(__file__).parent / 'fixtures' / 'model-v4' / 'fused'  # saved by flair2 before this format, with its class maps on the tiny tree
+FIXTURES = Path(__file__).parent / 'fixtures'  # models saved by earlier flair2 releases, with their class maps on the tiny tree
+V4 = FIXTURES / 'model-v4' / 'fused'  # flair2-model/4: fuse 'concat', mobilenetv3_small_050
+V5 = FIXTURES / 'model-v5' / 'fused'  # flair2-model/5 (commit 404af3b): bands [NIR, G, B], Sentinel-2 bands B2, B4, B8, fusion at every stage
 
 
 def _earlier(conf:dict, fmt:int) -> dict:
@@ -114,18 +116,20 @@ def _earlier(conf:dict, fmt:int) -> dict:
     return {**conf, 'format': 'flair2-model/1', 'config': {**{k: v for k, v in c.items() if k != 'valid_by'}, 'split': c['valid_by']}, 's2': s2}
 
 
-@pytest.mark.parametrize('fmt', [1, 2, 3, 4])
+@pytest.mark.parametrize('fmt', [1, 2, 3, 4, 5])
 def test_earlier_formats_predict_the_same_classes(fmt, tiny, tmp_path):
-    """A model saved by the previous release (`flair2-model/4`), and its config in the `/1`–`/3` layouts, loads and predicts the classes it predicted then."""
+    """Models saved by earlier releases (`flair2-model/4` and `/5`), and the `/4` config in the `/1`–`/3` layouts, load and predict the classes they predicted then."""
     from flair2.saved import load_model, split_rows, FORMAT
     from flair2.inference import predict_arrays
+    src = V5 if fmt == 5 else V4
     d = tmp_path / 'm'; d.mkdir()
-    (d / 'model.safetensors').write_bytes((V4 / 'model.safetensors').read_bytes())
-    conf = json.loads((V4 / 'config.json').read_text())
-    assert conf['format'] == 'flair2-model/4'
-    (d / 'config.json').write_text(json.dumps(_earlier(conf, fmt)))
+    (d / 'model.safetensors').write_bytes((src / 'model.safetensors').read_bytes())
+    conf = json.loads((src / 'config.json').read_text())
+    assert conf["format"] == ("flair2-model/5" if fmt == 5 else "flair2-model/4")
+    (d / 'config.json').write_text(json.dumps(conf if fmt == 5 else _earlier(conf, fmt)))
     model = load_model(d)
     assert model.conf['format'] == FORMAT and model.conf['footprint_m'] == pytest.approx(102.4)
-    expected = np.load(V4 / 'expected_tta1.npz')
+    if fmt == 5: assert (model.cfg.net.bands, model.cfg.net.s2_fusion, model.cfg.s2.bands) == (['NIR', 'G', 'B'], 'all', ('B2', 'B4', 'B8'))
+    expected = np.load(src / 'expected_tta1.npz')
     got = {str(int(r['id'])): p for r, p in predict_arrays(model, split_rows(patch_index(tiny), 'test'), tta=1, device='cpu')}
     assert sorted(got) == sorted(expected.files) and all(np.array_equal(got[k], expected[k]) for k in got)

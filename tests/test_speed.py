@@ -11,7 +11,7 @@ from flair2.saved import TrainConfig, export_model, load_model
 from flair2.inference import evaluate
 from flair2.check import check_tree
 
-SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), s2_dim=16, width=32)
+SMALL = dict(bs=4, s2=S2Config(size=16, bins=4), net=dict(s2_dim=16, width=32))
 
 
 def _no_sentinel(tree):
