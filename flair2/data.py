@@ -13,8 +13,7 @@ import torch
 from fastai.data.all import *
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.core import TensorImage, TensorMask
-from fastai.torch_core import TensorBase, retain_type, find_bs, default_device, to_device
-from fastai.data.load import _loaders
+from fastai.torch_core import TensorBase, retain_type, find_bs, default_device
 from fastai.vision.augment import RandTransform
 import matplotlib.pyplot as plt
 from .core import *
@@ -219,17 +218,8 @@ def collate(xs:list # one tensor per sample, all of the same shape and type
 
 # %% ../nbs/07_data.ipynb #613ca590
 class FlairDL(TfmdDL):
-    "fastai's `TfmdDL` with layout-keeping collation, copying each batch to its device without blocking when it is in pinned memory."
+    "fastai's `TfmdDL` whose batches keep the images' layout (`collate`)."
     def create_batch(self, b): return tuple(collate(list(xs)) for xs in zip(*b)) if isinstance(b[0], tuple) else super().create_batch(b)
-    def __iter__(self):
-        self.randomize(); self.before_iter()
-        self._DataLoader__idxs = self.get_idxs()  # as fastai's `DataLoader.__iter__`, in the main process
-        for b in _loaders[self.fake_l.num_workers == 0](self.fake_l):
-            if self.pin_memory and type(b) == list: b = tuple(b)
-            if self.device is not None: b = to_device(b, self.device, non_blocking=self.pin_memory)
-            yield self.after_batch(b)
-        self.after_iter()
-        if hasattr(self, 'it'): del self.it
 
 # %% ../nbs/07_data.ipynb #9e69ff06
 def flair_block(stats:dict,              # normalisation statistics
