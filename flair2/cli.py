@@ -18,7 +18,8 @@ from .model import PRECISIONS
 from .saved import TrainConfig, load_model, split_rows
 from .inference import TTA_OPS, InferConfig, load_ensemble, evaluate
 from .predict import PredictConfig, predict, score_predictions
-from .maps import MapConfig, map_scene, scene_list, S2Series, elevation_band
+from .scenes import scene_list, S2Series, elevation_band
+from .maps import MapConfig, map_scene
 
 # %% auto #0
 __all__ = ['CHOICES', 'COMMANDS', 'add_settings', 'settings', 'build_parser', 'main']

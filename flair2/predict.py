@@ -4,12 +4,10 @@
 
 # %% ../nbs/11_predict.ipynb #1961f8d5
 from __future__ import annotations
-import time, warnings
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .io import tif_profile, read_mask, read_pred
@@ -39,14 +37,8 @@ def write_pred(path,                    # the file to write
                profile:dict|None=None   # the image's profile: georeference and colour the copy
               ) -> Path:
     "Atomically write `pred` as a one-band uint8 LZW GeoTIFF; georeferenced and with the class colour table when `profile` is given."
-    meta = dict(driver='GTiff', count=1, dtype='uint8', width=pred.shape[1], height=pred.shape[0], compress='lzw')
-    if profile: meta.update(crs=profile['crs'], transform=profile['transform'], photometric='palette')
-    with warnings.catch_warnings(), atomic_path(path) as tmp:
-        warnings.simplefilter('ignore', NotGeoreferencedWarning)
-        with rasterio.open(tmp, 'w', **meta) as dst:
-            dst.write(pred.astype(np.uint8), 1)
-            if profile: dst.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette_rgb())})
-    return Path(path)
+    geo = dict(crs=profile['crs'], transform=profile['transform'], classes=True) if profile else {}
+    return write_tif(path, pred.astype(np.uint8), **geo)
 
 # %% ../nbs/11_predict.ipynb #34dfd337
 def _done(rows, dirs) -> np.ndarray:

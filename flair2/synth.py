@@ -4,11 +4,10 @@
 
 # %% ../nbs/01_synth.ipynb #cf8b0581
 from __future__ import annotations
-import json, shutil, os, uuid, tempfile
-from dataclasses import dataclass, asdict, field
+import json, shutil, uuid, tempfile
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
-import rasterio
 from rasterio.transform import from_origin
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
@@ -237,14 +236,6 @@ def render_sentinel(zone:Zone,       # the landscape
     return data, masks
 
 # %% ../nbs/01_synth.ipynb #215961ee
-def _write_tif(path:Path, arr:np.ndarray, transform, compress):
-    "Write a uint8 (bands, H, W) GeoTIFF in EPSG:2154."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prof = dict(driver='GTiff', dtype='uint8', count=arr.shape[0], height=arr.shape[1], width=arr.shape[2],
-                crs='EPSG:2154', transform=transform)
-    if compress: prof['compress'] = compress
-    with rasterio.open(path, 'w', **prof) as dst: dst.write(arr)
-
 def _product(d:np.datetime64, rng) -> str:
     "A plausible Sentinel-2 L2A product name for date `d`."
     s = str(d).replace('-', '')
@@ -305,8 +296,8 @@ def _write_zone(cfg, zrng, dom, zname, out:Path, next_id:int, cents_json:dict, m
         img = render_aerial(zone, lab, inst, xs, ys, res, dom['gain'], dom['offset'], zrng)
         pid = f"{next_id:06d}"
         tr = from_origin(cx - half, cy + half, res, res)
-        _write_tif(aer / 'img' / f"IMG_{pid}.tif", img, tr, cfg.compress)
-        _write_tif(lbl / 'msk' / f"MSK_{pid}.tif", lab[None], tr, cfg.compress)
+        write_tif(aer / 'img' / f"IMG_{pid}.tif", img, crs='EPSG:2154', transform=tr, compress=cfg.compress)
+        write_tif(lbl / 'msk' / f"MSK_{pid}.tif", lab[None], crs='EPSG:2154', transform=tr, compress=cfg.compress)
         cents_json[f"IMG_{pid}.tif"] = [int(r), int(c)]
         meta_json[f"IMG_{pid}"] = dict(domain=dom['name'], zone=zname, patch_centroid_x=round(cx, 2), patch_centroid_y=round(cy, 2),
                                       patch_centroid_z=round(float(zrng.uniform(20, 900)), 1), camera='UCE-M3-f100-s06',
@@ -369,19 +360,16 @@ def synth_scene(out,        # the folder to write (`scene/`, `flair/`, `scene.js
     xs, ys = sx0 + (np.arange(grid * P) + .5) * res, sy0 - (np.arange(grid * P) + .5) * res
     lab, inst = zone.render(xs, ys)
     img = render_aerial(zone, lab, inst, xs, ys, res, dom['gain'], dom['offset'], rng)
-    _write_tif(out / 'scene' / 'aerial.tif', img, from_origin(sx0, sy0, res, res), 'lzw')
-    _write_tif(out / 'scene' / 'labels.tif', lab[None], from_origin(sx0, sy0, res, res), 'lzw')
+    write_tif(out / 'scene' / 'aerial.tif', img, crs='EPSG:2154', transform=from_origin(sx0, sy0, res, res))
+    write_tif(out / 'scene' / 'labels.tif', lab[None], crs='EPSG:2154', transform=from_origin(sx0, sy0, res, res))
     T = int(rng.integers(cfg.dates[0], cfg.dates[1] + 1))
     doy = np.sort(rng.choice(np.arange(1, 366), T, replace=False))
     dates = np.datetime64(f"{dom['year']}-01-01") + (doy - 1).astype('timedelta64[D]')
     data, masks = render_sentinel(zone, H, W, doy, rng.normal(0, 6), dom['s2_gain'], dom['snowy'], rng)
     data = np.clip(np.rint(data), 0, np.iinfo(cfg.s2_dtype).max).astype(cfg.s2_dtype)
     names = [_product(d, rng) for d in dates]
-    s2 = dict(driver='GTiff', dtype='uint16', count=12, height=H, width=W, crs='EPSG:2154', transform=from_origin(x0, y0, 10, 10), compress='lzw')
-    (out / 'scene' / 's2').mkdir(parents=True, exist_ok=True)
     for t, name in enumerate(names):
-        with rasterio.open(out / 'scene' / 's2' / f"{name}.tif", 'w', **s2) as dst:
-            dst.write(np.concatenate([data[t], masks[t]]).astype(np.uint16))
+        write_tif(out / 'scene' / 's2' / f"{name}.tif", np.concatenate([data[t], masks[t]]).astype(np.uint16), crs='EPSG:2154', transform=from_origin(x0, y0, 10, 10))
     aer, lbl, sen = (out / 'flair' / d / dom['name'] / zname for d in _DIRS['test'])
     (sen / 'sen').mkdir(parents=True, exist_ok=True)
     stem = sen / 'sen' / f"SEN2_sp_{dom['name']}-{zname}"
@@ -391,8 +379,8 @@ def synth_scene(out,        # the folder to write (`scene/`, `flair/`, `scene.js
     for i in range(grid):
         for j in range(grid):
             pid, tr = f"{1 + i * grid + j:06d}", from_origin(sx0 + j * P * res, sy0 - i * P * res, res, res)
-            _write_tif(aer / 'img' / f"IMG_{pid}.tif", img[:, i * P:(i + 1) * P, j * P:(j + 1) * P], tr, None)
-            _write_tif(lbl / 'msk' / f"MSK_{pid}.tif", lab[None, i * P:(i + 1) * P, j * P:(j + 1) * P], tr, None)
+            write_tif(aer / 'img' / f"IMG_{pid}.tif", img[:, i * P:(i + 1) * P, j * P:(j + 1) * P], crs='EPSG:2154', transform=tr, compress=None)
+            write_tif(lbl / 'msk' / f"MSK_{pid}.tif", lab[None, i * P:(i + 1) * P, j * P:(j + 1) * P], crs='EPSG:2154', transform=tr, compress=None)
             cx, cy = sx0 + (j + .5) * P * res, sy0 - (i + .5) * P * res
             cents[f"IMG_{pid}.tif"] = [int((y0 - cy) // 10), int((cx - x0) // 10)]  # the Sentinel-2 pixel holding the patch centre
     (out / 'flair' / 'flair-2_centroids_sp_to_patch.json').write_text(json.dumps(cents))

@@ -15,7 +15,8 @@ from flair2.sentinel import S2Config
 from flair2.saved import TrainConfig, load_model, split_rows
 from flair2.inference import predict_arrays
 from flair2.learner import train
-from flair2.maps import map_scene, MapConfig, S2Series, Mapper
+from flair2.scenes import S2Series
+from flair2.maps import map_scene, MapConfig, Mapper
 from flair2.metrics import confusion
 
 REAL = 'ign_ortho_rgb_irc_lidar'
