@@ -140,7 +140,6 @@ def check_tree(root,          # the dataset folder
     probs += orphan_masks(root, index)
     return probs, dict(patches=len(index), zones=len(zones), splits=sorted(index.split.unique()))
 
-# %% ../nbs/05_check.ipynb #3fddbb8a
 def is_warning(problem:str # a problem's text
               ) -> bool:
     "Whether a reported problem is only a warning."
@@ -161,7 +160,6 @@ def preflight(rows,          # index rows a command will read
         more = f" (and {len(probs) - 1} more problem(s): run `flair2 check` on the dataset)" if len(probs) > 1 else ''
         raise FlairFormatError(probs[0][0], probs[0][1] + more)
 
-# %% ../nbs/05_check.ipynb #3b496d13
 def preflight_index(index # a whole `patch_index`
                    ) -> None:
     "`preflight` for every patch of `index`: the train split must have masks, the other splits may not."

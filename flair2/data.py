@@ -23,13 +23,12 @@ from .plot import plot_sample
 
 # %% auto #0
 __all__ = ['TensorAerial', 'TensorS2', 'AerialLoader', 'S2Loader', 'NoS2', 'S2Cache', 'load_mask', 'd4', 'D4', 'compute_stats',
-           'NormalizeMM', 'IntMask', 'domain_splitter', 'random_splitter', 'collate', 'FlairDL', 'flair_block',
-           'flair_dls', 'loader_kwargs', 'infer_loader', 'show_batch', 'show_results']
+           'NormalizeMM', 'IntMask', 'domain_splitter', 'random_splitter', 'collate', 'FlairDL', 'loader_kwargs',
+           'flair_block', 'flair_dls', 'infer_loader', 'show_batch', 'show_results']
 
 # %% ../nbs/07_data.ipynb #c259a014
 class TensorAerial(TensorImage): "Aerial bands (R, G, B, NIR, elevation) as a C×H×W float tensor."
 
-# %% ../nbs/07_data.ipynb #db04c2c5
 class TensorS2(TensorBase): "Binned Sentinel-2 series: bins × (bands + validity) × s × s."
 
 # %% ../nbs/07_data.ipynb #dea8ec83
@@ -195,7 +194,6 @@ def domain_splitter(valid_domains=None, # held-out domains (None: a seeded share
         return L(np.where(~is_val)[0].tolist()), L(np.where(is_val)[0].tolist())
     return _inner
 
-# %% ../nbs/07_data.ipynb #e6da405b
 def random_splitter(valid_pct=0.25, # share of patches held out
                     seed=0          # seed of that choice
                    ):
@@ -221,6 +219,14 @@ class FlairDL(TfmdDL):
     "fastai's `TfmdDL` whose batches keep the images' layout (`collate`)."
     def create_batch(self, b): return tuple(collate(list(xs)) for xs in zip(*b)) if isinstance(b[0], tuple) else super().create_batch(b)
 
+# %% ../nbs/07_data.ipynb #fd285459
+def loader_kwargs(num_workers=0, # DataLoader worker processes
+                  device=None    # the batches' device (None: fastai's default)
+                 ) -> dict:
+    "DataLoader arguments for `num_workers` feeding `device`: persistent workers, pinned memory for CUDA."
+    cuda = torch.device(device or default_device()).type == 'cuda'
+    return dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=cuda)
+
 # %% ../nbs/07_data.ipynb #9e69ff06
 def flair_block(stats:dict,              # normalisation statistics
                 s2:S2Loader|None=None,   # Sentinel-2 loader (None: the default settings)
@@ -236,7 +242,6 @@ def flair_block(stats:dict,              # normalisation statistics
                      n_inp=2, splitter=splitter or domain_splitter(), dl_type=FlairDL,
                      batch_tfms=[*([D4()] if augment else []), IntMask(), NormalizeMM(stats)])
 
-# %% ../nbs/07_data.ipynb #b3f9c074
 def flair_dls(index:pd.DataFrame,      # a `patch_index`
               stats:dict|None=None,    # normalisation statistics (None: computed from the training side)
               bs=8,                    # batch size
@@ -257,14 +262,6 @@ def flair_dls(index:pd.DataFrame,      # a `patch_index`
     dls = flair_block(stats, s2, splitter=splitter, augment=augment).dataloaders(rows, bs=bs, device=device, **loader_kwargs(num_workers, device), **kwargs)
     dls.stats = stats
     return dls
-
-# %% ../nbs/07_data.ipynb #fd285459
-def loader_kwargs(num_workers=0, # DataLoader worker processes
-                  device=None    # the batches' device (None: fastai's default)
-                 ) -> dict:
-    "DataLoader arguments for `num_workers` feeding `device`: persistent workers, pinned memory for CUDA."
-    cuda = torch.device(device or default_device()).type == 'cuda'
-    return dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=cuda)
 
 # %% ../nbs/07_data.ipynb #9d226c81
 def infer_loader(rows:pd.DataFrame, # index rows, read in order
@@ -299,7 +296,6 @@ def show_batch(x:tuple, y:TensorMask, samples, ctxs=None, max_n=6, figsize=None,
     "Show aerial RGB, label and a Sentinel-2 bin for each sample of a multimodal batch."
     return _show_grid(samples, None, max_n, figsize)
 
-# %% ../nbs/07_data.ipynb #a5a695d6
 @dispatch
 def show_results(x:tuple, y:TensorMask, samples, outs, ctxs=None, max_n=6, figsize=None, **kwargs):
     "Show aerial RGB, label, prediction and a Sentinel-2 bin for each sample."

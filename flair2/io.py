@@ -234,7 +234,6 @@ def read_aerial(path,      # an `IMG_*.tif`
         _check_aerial(src, path)
         return _read(src, path, [i + 1 for i in idx]), _profile(src)
 
-# %% ../nbs/03_io.ipynb #44f444e0
 def check_labels(m:np.ndarray, # raw label values
                  path          # the file they come from (named in the error)
                 ) -> np.ndarray:
@@ -244,7 +243,6 @@ def check_labels(m:np.ndarray, # raw label values
         raise FlairFormatError(path, f"label values outside 1..19: {bad.tolist()[:10]}")
     return m
 
-# %% ../nbs/03_io.ipynb #8e7fb3d0
 def read_mask(path,          # a `MSK_*.tif`
               classes13=True # map to the 13 scored classes (False: the raw values 1..19)
              ) -> np.ndarray:
@@ -261,7 +259,6 @@ def product_date(name:str # e.g. `S2A_MSIL2A_20210415T105021_...`
     s = parts[2]
     return np.datetime64(date(int(s[:4]), int(s[4:6]), int(s[6:8])), 'D')
 
-# %% ../nbs/03_io.ipynb #810f1217
 def read_products(path # a `*_products.txt`
                  ) -> np.ndarray:
     """Dates (datetime64[D]) of a `*_products.txt`, one per non-empty line."""
@@ -357,7 +354,6 @@ def patch_row(index:pd.DataFrame, # a `patch_index`
     if not len(hit): raise KeyError(f"patch {patch_id!r} is not in the index of {index.attrs.get('root', '?')}")
     return index.loc[hit[0]]
 
-# %% ../nbs/03_io.ipynb #e045cbfc
 def load_item(row,                    # an index row
               s2:S2Config|None=None,  # Sentinel-2 settings: crop size and bands (None: the defaults)
               aerial_bands=None,      # aerial band names or indices (None: all five)
@@ -375,7 +371,6 @@ def load_item(row,                    # an index row
                        centroid=(int(row['row']), int(row['col'])), **prof)
     return out
 
-# %% ../nbs/03_io.ipynb #f00b8d23
 def load_patch(root,                   # the dataset folder
                patch_id,               # any spelling `patch_num` reads
                s2:S2Config|None=None,  # Sentinel-2 settings (None: the defaults)
