@@ -40,7 +40,6 @@ def _docs(cls) -> dict:
     for c in reversed([c for c in cls.__mro__ if is_dataclass(c)]): out.update({k: v for k, v in docments(c, full=False).items() if v})
     return out
 
-# %% ../nbs/17_cli.ipynb #b906fecf
 def add_settings(p:argparse.ArgumentParser, # the (sub)command's parser
                  cls,                       # a settings dataclass
                  skip=(),                   # fields not offered as flags

@@ -161,7 +161,6 @@ def write_cog(src,                # a finished tiled GeoTIFF (removed afterwards
     Path(src).unlink()
     return Path(path)
 
-# %% ../nbs/11b_maps.ipynb #652e2f51
 def plot_map(path,              # a map written by `map_scene`
              image=None,        # the scene's first input, drawn beside the map (None: the map alone)
              size=512,          # longest side of the overview in pixels
@@ -180,13 +179,6 @@ def plot_map(path,              # a map written by `map_scene`
         sample['aerial'][:len(a)] = a; panels = ['RGB', 'prediction']
     return plot_sample(sample, np.where(pred == 255, OTHER, pred), panels=panels, titles={'prediction': 'map'}, suptitle=title,
                        figsize=(4.2 * len(panels), 4.8))
-
-# %% ../nbs/11b_maps.ipynb #eaf8043a
-GDAL_CACHE_MB = 64  # GDAL's block cache while mapping (its default, 5% of the RAM, fills with a large scene's decoded strips)
-
-# %% ../nbs/11b_maps.ipynb #47e34c32
-def _signature(paths) -> list:
-    return [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
 
 # %% ../nbs/11b_maps.ipynb #411150b7
 def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
@@ -223,6 +215,11 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
                 shutil.rmtree(work, ignore_errors=True)
                 if made and out.parent.exists() and not any(out.parent.iterdir()): out.parent.rmdir()
             raise
+
+GDAL_CACHE_MB = 64  # GDAL's block cache while mapping (its default, 5% of the RAM, fills with a large scene's decoded strips)
+
+def _signature(paths) -> list:
+    return [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
 
 # %% ../nbs/11b_maps.ipynb #6aaf6421
 def _map_blocks(mapper:Mapper, scene:Scene, s2, grid, work:Path, out:Path, cfg:MapConfig, progress:bool, t0:float) -> dict:

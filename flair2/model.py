@@ -194,14 +194,12 @@ def timm_encoder(name:str,            # timm model name
     return timm.create_model(name, features_only=True, in_chans=in_chans, out_indices=keep, pretrained=state is not None,
                              pretrained_cfg_overlay=dict(state_dict=state) if state is not None else None)
 
-# %% ../nbs/08_model.ipynb #ecd3dd8f
 class _Levels:
     "A `feature_info` look-alike: the strides and channels of an encoder's levels."
     def __init__(self, reduction, channels): self._r, self._c = list(reduction), list(channels)
     def reduction(self): return self._r
     def channels(self): return self._c
 
-# %% ../nbs/08_model.ipynb #f669f4f8
 class SmpEncoder(nn.Module):
     "A segmentation-models-pytorch encoder (SegFormer's Mix Transformers) with timm's `features_only` interface."
     def __init__(self,
@@ -216,7 +214,6 @@ class SmpEncoder(nn.Module):
         self.feature_info = _Levels([2 ** i for i in self.keep], [ch[i] for i in self.keep])
     def forward(self, x): f = self.enc(x); return [f[i] for i in self.keep]
 
-# %% ../nbs/08_model.ipynb #29e37dca
 SMP_ENCODERS = tuple(f'mit_b{i}' for i in range(6))  # encoders taken from segmentation-models-pytorch (the rest are timm's)
 
 def aerial_encoder(name:str,       # timm model name, or one of `SMP_ENCODERS`
@@ -241,7 +238,6 @@ def _online(url:str, timeout=5.) -> bool:
     try: socket.create_connection((host, 443), timeout=timeout).close(); return True
     except OSError: return False
 
-# %% ../nbs/08_model.ipynb #0b32e84c
 def _hub_file(what:str,       # what is being fetched (for the error)
               repo:str,       # Hugging Face repository
               names,          # file names to try, in order
@@ -260,7 +256,6 @@ def _hub_file(what:str,       # what is being fetched (for the error)
         except EntryNotFoundError: continue
     raise ValueError(f"pretrained {what!r}: none of {', '.join(names)} in the hub repository {repo}")
 
-# %% ../nbs/08_model.ipynb #15fece19
 def pretrained_file(encoder:str, # the encoder the weights are for
                     source:str   # a file, a folder, or a hub tag ('hub', 'a1_in1k', 'resnet34.a1_in1k', 'imagenet')
                    ) -> Path:
@@ -452,7 +447,6 @@ class Accel:
         p = self.precision if self.precision != 'auto' else ('fp32' if not cuda else 'bf16' if torch.cuda.is_bf16_supported() else 'fp16')
         return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}[p]
 
-# %% ../nbs/08_model.ipynb #13d3131f
 def prepare_net(net:nn.Module,   # the network
                 accel:Accel,     # how it should run
                 device           # where
@@ -465,7 +459,6 @@ def prepare_net(net:nn.Module,   # the network
     if accel.compile and not getattr(net, '_flair2_compiled', False): net.compile(); net._flair2_compiled = True
     return net
 
-# %% ../nbs/08_model.ipynb #11d32e73
 def autocast(accel:Accel, # how the network runs
              device       # where
             ):
