@@ -48,7 +48,6 @@ def generated_root(name:str,      # folder name under `outputs/data`
         synthesize(root, overwrite=True, progress=progress, **kwargs)
     return root
 
-# %% ../nbs/16_chain.ipynb #c3a94cf4
 def data_root(data=None,    # a dataset folder; None: the embedded dataset
               progress=True # progress bar if the embedded dataset must be generated
              ) -> Path:
@@ -99,7 +98,6 @@ def notebook_params(nb # a notebook with a `parameters` cell
     nb = Path(nb)
     return dict(_declared(str(nb), nb.stat().st_mtime_ns))
 
-# %% ../nbs/16_chain.ipynb #8f739c4c
 def check_params(params:dict, # parameters given to the chain
                  chain=CHAIN  # its notebooks
                 ) -> None:
@@ -119,7 +117,6 @@ def ipc_kernel_manager():
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
     return IPCKernelManager
 
-# %% ../nbs/16_chain.ipynb #ec6b09df
 def run_chain(data=None,     # the dataset (None: the embedded one)
               out=None,      # the run folder (None: `outputs/run`)
               params=None,   # notebook parameters
@@ -183,12 +180,10 @@ class Run:
         return self.out / 'predictions' / mode / split
     def __repr__(self): return f"Run({self.root} → {self.out}: {len(self.index)} patches)"
 
-# %% ../nbs/16_chain.ipynb #e5d430c4
 def _has_models(out, mode) -> bool:
     try: return bool(find_models(out, mode))
     except FlairFormatError: return False
 
-# %% ../nbs/16_chain.ipynb #71e59294
 def setup(data=None,  # the dataset (None: the embedded one)
           out=None,   # the run folder (None: `outputs/run`)
           check=True  # check the dataset's headers (the chain has done it already)

@@ -44,7 +44,6 @@ class MaskedFocalLoss(nn.Module):
         w = self.weight[y.clamp(max=len(self.weight) - 1)] * keep if self.weight is not None else keep.float()
         return ((1 - pt) ** self.gamma * ce).sum() / w.sum().clamp(min=1e-12)
 
-# %% ../nbs/14_learner.ipynb #7f2426d8
 class MaskedFocalLossFlat(BaseLoss):
     "`MaskedFocalLoss` over the class axis of segmentation logits, with fastai's decodes (argmax) and activation (softmax)."
     y_int = True
@@ -53,7 +52,6 @@ class MaskedFocalLossFlat(BaseLoss):
     def decodes(self, x): return x.argmax(dim=self.axis)
     def activation(self, x): return F.softmax(x, dim=self.axis)
 
-# %% ../nbs/14_learner.ipynb #d54b52a6
 def seg_loss(cfg:TrainConfig # the settings (`loss`, `focal_gamma`, `label_smoothing`, `other_weight`)
             ):
     "The training loss `cfg` asks for: fastai's cross-entropy, or the focal loss, each class-weighted and optionally smoothed."
@@ -89,7 +87,6 @@ def init_from(net:nn.Module, # the network to initialise
     net.load_state_dict(same, strict=False)
     return dict(folder=str(src.folder), sha256=src.conf['sha256'], copied=len(same), of=len(own))
 
-# %% ../nbs/14_learner.ipynb #cc15aee3
 def flair_splitter(net:nn.Module # a `FlairNet`
                   ) -> list:
     "Parameter groups for fastai: the aerial encoder, then the rest (`learn.freeze()` freezes the encoder)."
@@ -121,7 +118,6 @@ def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train 
     if cfg.aux_weight: learn.add_cb(AuxLoss(cfg.aux_weight))
     return learn
 
-# %% ../nbs/14_learner.ipynb #91c93cc7
 class ChannelsLastAerial(Callback):
     "Give the network its aerial batch in the channels-last layout (the Sentinel-2 batch is 5-D: left as it is)."
     order = MixedPrecision.order - 1
@@ -145,7 +141,6 @@ class Checkpoint(Callback):
         with atomic_path(self.folder / 'ckpt.pth') as t: save_model(t, self.learn.model, self.learn.opt, with_opt=True)
         write_json(self.folder / 'ckpt.json', dict(epoch=e, history=self.history), indent=None)
 
-# %% ../nbs/14_learner.ipynb #cf8095ae
 def resume_state(folder # a checkpoint folder
                 ) -> tuple[int, list]:
     "(next epoch, history) of the checkpoint in `folder`; (0, []) when there is none."
@@ -154,7 +149,6 @@ def resume_state(folder # a checkpoint folder
     d = json.loads(js.read_text())
     return d['epoch'] + 1, d['history']
 
-# %% ../nbs/14_learner.ipynb #64e6a04f
 def fits_checkpoint(learn:Learner, # the Learner to resume
                     path           # the checkpoint, without `.pth`
                    ) -> bool:
@@ -173,7 +167,6 @@ class FlairDistributedDL(DistributedDL):
         dist.broadcast(t, rank)
         return t.cpu().tolist()
 
-# %% ../nbs/14_learner.ipynb #9c9d6d35
 class FlairDistributedTrainer(DistributedTrainer):
     "fastai's `DistributedTrainer` (accelerate + DDP), wrapping the loaders in `FlairDistributedDL`; counts each rank's training samples."
     def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else FlairDistributedDL(dl, device=self.learn.model.device)
@@ -187,7 +180,6 @@ class FlairDistributedTrainer(DistributedTrainer):
         self.learn.samples_per_rank = counts
         super().after_fit()
 
-# %% ../nbs/14_learner.ipynb #36e83b5a
 @contextmanager
 def data_parallel(learn:Learner # the Learner to fit
                  ):
@@ -256,7 +248,6 @@ def seed_runs(cfg:TrainConfig, # the settings (their `seed` is replaced when see
     if not seeds: return [(cfg, Path(out))]
     return [(TrainConfig.from_dict({**cfg.to_dict(), 'seed': k}), seed_folder(out, k)) for k in seeds]
 
-# %% ../nbs/14_learner.ipynb #7f6a920c
 def train_seeds(index:pd.DataFrame, # a `patch_index`
                 cfg:TrainConfig,    # the settings (its `seed` is replaced)
                 out,                # the parent folder: one model folder `seed<k>` per seed
