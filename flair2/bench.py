@@ -105,7 +105,6 @@ def time_model(spec:dict,     # what `build_bench_model` takes
     with torch.no_grad(): out['infer_bs4'] = _best(lambda: net(a, s), 4, repeats)
     return out
 
-# %% ../nbs/15_bench.ipynb #f40dcb3b
 def model_figures(spec:dict, # what `build_bench_model` takes
                   **kwargs   # `time_model` arguments
                  ) -> dict:
@@ -124,7 +123,6 @@ def raw_read(rows:pd.DataFrame, # index rows
         tifffile.imread(r['img']); tifffile.imread(r['msk'])
         for k in ('s2_data', 's2_masks'): np.array(crop_centered(np.load(r[k], mmap_mode='r'), int(r['row']), int(r['col']), size))
 
-# %% ../nbs/15_bench.ipynb #ffb60793
 def loader_rate(rows:pd.DataFrame, # labelled index rows
                 s2,                # Sentinel-2 item loader (`S2Loader` or `S2Cache`)
                 bs=4,              # batch size
@@ -137,7 +135,6 @@ def loader_rate(rows:pd.DataFrame, # labelled index rows
                     num_workers=workers, augment=False, drop_last=False, shuffle=False, device='cpu')
     return _best(lambda: [None for _ in dls.train], len(dls.train) * bs, repeats)
 
-# %% ../nbs/15_bench.ipynb #c3bbe45c
 def bench_loader(rows:pd.DataFrame,       # labelled index rows
                  s2:S2Config|None=None,   # Sentinel-2 settings (None: the defaults)
                  bs=4,                    # batch size
@@ -181,7 +178,6 @@ def bench(root,                       # the dataset folder
     out['loader'] = bench_loader(rows, s2, 4, workers, cache_dir)
     return out
 
-# %% ../nbs/15_bench.ipynb #36aee7b2
 def format_bench(r:dict # `bench` results
                 ) -> str:
     "`bench` results as two small tables: the models side by side, the loader against its floor."
@@ -242,7 +238,6 @@ def bench_scale(root,                   # the dataset folder
     out['peak_rss_mb'] = peak_rss_mb()
     return out
 
-# %% ../nbs/15_bench.ipynb #0ffc1204
 def format_scale(r:dict # `bench_scale` results
                 ) -> str:
     "`bench_scale` results, one figure a line."
@@ -270,7 +265,6 @@ def map_run(model, scene, out, cfg:dict) -> dict:
     if p.returncode: raise RuntimeError(f"map bench run failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
-# %% ../nbs/15_bench.ipynb #fe5bc53b
 def bench_map(folder,                 # where the generated scenes, the model and the maps go
               sizes=(2048, 4096),     # scene sides in pixels (multiples of `patch`)
               overlaps=(0., .5),      # overlaps measured
@@ -297,7 +291,6 @@ def bench_map(folder,                 # where the generated scenes, the model an
                 out.append(dict(scene_px=n, megapixels=round(n * n / 1e6, 2), overlap=ov, block=b or MapConfig.block, **r))
     return out
 
-# %% ../nbs/15_bench.ipynb #c8323514
 def format_map(rows:list # `bench_map` results
               ) -> str:
     "`bench_map` results as a table, with each run's speed relative to the first."

@@ -144,12 +144,13 @@ def test_notebooks_are_clean():
 
 
 def test_readme_states_how_many_definitions_have_examples():
-    """The README's figure of library definitions followed by a sentence and a checked example is the one counted now."""
+    """Every public definition of the library notebooks is followed by a sentence and a checked example, and the README says how many there are."""
     import importlib.util, re
     spec = importlib.util.spec_from_file_location('nb_examples', REPO / 'tools' / 'nb_examples.py')
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    shown = [s for v in mod.coverage().values() for _, s in v]
-    m = re.search(r'(\d+) % \((\d+) of (\d+)\) are followed by a sentence and an example', (REPO / 'README.md').read_text())
-    assert m, 'the README no longer states the figure'
-    assert (int(m[2]), int(m[3])) == (sum(shown), len(shown)) and int(m[1]) == round(100 * sum(shown) / len(shown)), \
-        f"README says {m[0]!r}; counted {sum(shown)} of {len(shown)}"
+    cov = mod.coverage()
+    missing = [f"{nb}.{n}" for nb, v in cov.items() for n, s in v if not s]
+    assert not missing, f"public definitions without a sentence and a checked example after them: {', '.join(missing)}"
+    m = re.search(r"Every one of the library's (\d+) public definitions is followed by a sentence and an example", (REPO / 'README.md').read_text())
+    assert m, 'the README no longer states it'
+    assert int(m[1]) == sum(len(v) for v in cov.values()), f"README says {m[1]}; counted {sum(len(v) for v in cov.values())}"
