@@ -143,7 +143,7 @@ def _p_train(sub, par):
     t.add_argument('--out', required=True, help='model folder: model.safetensors, config.json, ckpt/ (a rerun resumes from ckpt/); with --seeds, one seed<k>/ each')
     t.add_argument('--mode', default=TrainConfig.mode, choices=('aerial', 'sentinel', 'fused'))
     t.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
-                   help='training setting (a TrainConfig field, or s2.FIELD of S2Config), e.g. -s epochs 8 -s s2.bins 6')
+                   help='training setting (a TrainConfig field, s2.FIELD of S2Config, net.FIELD of NetConfig or accel.FIELD of Accel), e.g. -s epochs 8 -s s2.bins 6 -s net.encoder resnet18')
     t.add_argument('--restart', action='store_true', help='ignore an existing checkpoint')
     t.add_argument('--seeds', type=int, nargs='+', help='train once per seed, each into OUT/seed<k>: OUT is then one ensemble for predict, evaluate and map')
     t.set_defaults(fn=_cmd_train)
@@ -264,7 +264,7 @@ def _p_bench(sub, par):
     b = sub.add_parser('bench', parents=[par['data']], help='the default model against the 8th-place architecture and the loader against its raw-read floor, at the real size')
     b.add_argument('--patches', type=int, help='patches read for the loader figures (32; 128 with --scale)')
     b.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
-                   help='a TrainConfig field of the model compared with the yardstick, e.g. -s encoder resnet18 (default: the default fused model)')
+                   help='a TrainConfig field of the model compared with the yardstick, e.g. -s net.encoder resnet18 (default: the default fused model)')
     b.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2], help='loader worker counts measured (--scale: the largest, against 0)')
     b.add_argument('--repeats', type=int, default=5, help='timed runs per model figure (the best counts)')
     b.add_argument('--threads', type=int, help="torch threads (default: torch's own choice)")

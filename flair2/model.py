@@ -250,7 +250,7 @@ def _hub_file(what:str,       # what is being fetched (for the error)
         if isinstance(c, str): return Path(c)
     if not _online(constants.ENDPOINT):
         raise ValueError(f"pretrained {what!r}: the Hugging Face hub cannot be reached and the weights are not cached; "
-                         f"pass a local weights file or folder instead (-s pretrained PATH)")
+                         f"pass a local weights file or folder instead (-s net.pretrained PATH)")
     for n in names:
         try: return Path(hf_hub_download(repo, n, revision=revision))
         except EntryNotFoundError: continue
@@ -282,7 +282,7 @@ def pretrained_file(encoder:str, # the encoder the weights are for
     if not cfg.url: raise ValueError(f"pretrained {source!r}: timm gives no download location for {name}")
     cached = Path(torch.hub.get_dir()) / 'checkpoints' / Path(cfg.url).name
     if cached.is_file(): return cached
-    if not _online(cfg.url): raise ValueError(f"pretrained {source!r}: {cfg.url} cannot be reached; pass a local weights file instead (-s pretrained PATH)")
+    if not _online(cfg.url): raise ValueError(f"pretrained {source!r}: {cfg.url} cannot be reached; pass a local weights file instead (-s net.pretrained PATH)")
     from timm.models._hub import download_cached_file
     return Path(download_cached_file(cfg.url))
 

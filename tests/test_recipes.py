@@ -78,7 +78,7 @@ def test_mismatched_or_missing_weights_are_one_line_errors(tiny, weights, tmp_pa
     monkeypatch.setattr(hc, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
     rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '--mode', 'aerial', '-s', 'net.encoder', 'resnet34',
                       '-s', 'net.pretrained', 'a1_in1k', '--quiet')
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and 'cannot be reached' in err and '-s pretrained PATH' in err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and 'cannot be reached' in err and '-s net.pretrained PATH' in err
     rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '-s', 'net.pretrained', 'no_such_tag', '--quiet')
     assert rc == 2 and 'timm has no weights resnet10t.no_such_tag' in err
     rc, _, err = _run(capsys, 'train', '--data', tiny, '--out', tmp_path / 'h', '-s', 'net.pretrained', 'resnet34.a1_in1k', '--quiet')
