@@ -144,19 +144,18 @@ def _p_train(sub, par):
     t.add_argument('--mode', default=TrainConfig.mode, choices=('aerial', 'sentinel', 'fused'))
     t.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'),
                    help='training setting (a TrainConfig field, s2.FIELD of S2Config, net.FIELD of NetConfig or accel.FIELD of Accel), e.g. -s epochs 8 -s s2.bins 6 -s net.encoder resnet18')
-    t.add_argument('--restart', action='store_true', help='ignore an existing checkpoint')
+    t.add_argument('--restart', action='store_true', help='train afresh, replacing a checkpoint in OUT/ckpt (a rerun resumes one made by the same settings and data, and refuses any other)')
     t.add_argument('--seeds', type=int, nargs='+', help='train once per seed, each into OUT/seed<k>: OUT is then one ensemble for predict, evaluate and map')
     t.set_defaults(fn=_cmd_train)
 
 def _cmd_train(a):
     from fastai.torch_core import rank_distrib, num_distrib
-    from flair2.learner import train, resume_state, seed_runs  # training is imported by the command that trains, not by every command
+    from flair2.learner import train, seed_runs  # training is imported by the command that trains, not by every command
     cfg = TrainConfig.from_dict({'mode': a.mode, **parse_params(a.set or ())})
     index = _index(a)
     if not a.no_check: preflight(index[index['split'] == 'train'])
     for c, out in seed_runs(cfg, a.out, a.seeds):
-        main, (start, _) = not rank_distrib(), resume_state(out / 'ckpt')
-        if main and start and not a.restart: print(f"resuming from the checkpoint after epoch {start - 1} in {out / 'ckpt'}")
+        main = not rank_distrib()
         t = time.time()
         with no_partial_output(out, 'ckpt.pth'): learn = train(index, c, out, resume=not a.restart, progress=not a.quiet)
         if main:

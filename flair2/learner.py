@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_learner.ipynb #100dc53f
 from __future__ import annotations
-import json, sys
+import json, sys, hashlib
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -22,8 +22,8 @@ from .saved import TrainConfig, class_weights, export_model, load_model, find_mo
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'build_learner',
            'ChannelsLastAerial', 'Checkpoint', 'resume_state', 'fits_checkpoint', 'FlairDistributedDL',
-           'FlairDistributedTrainer', 'data_parallel', 'train', 'seed_runs', 'train_seeds', 'lr_find_figure',
-           'plot_history']
+           'FlairDistributedTrainer', 'data_parallel', 'train_record', 'record_differences', 'train', 'seed_runs',
+           'train_seeds', 'lr_find_figure', 'plot_history']
 
 # %% ../nbs/14_learner.ipynb #1656cf85
 class MaskedFocalLoss(nn.Module):
@@ -196,6 +196,28 @@ def data_parallel(learn:Learner # the Learner to fit
         learn.remove_cb(cb)
         if bar and not hasattr(learn, 'progress'): learn.add_cb(ProgressCallback())
 
+# %% ../nbs/14_learner.ipynb #776e878e
+def train_record(index:pd.DataFrame, # a `patch_index`
+                 cfg:TrainConfig     # the settings
+                ) -> dict:
+    "What a training run's results depend on: its settings and a signature of its labelled train patches."
+    rows = index[(index['split'] == 'train') & index['msk'].notna()]
+    ids = ','.join(map(str, sorted(int(i) for i in rows['id'])))
+    settings = {k: v for k, v in cfg.to_dict().items() if k != 'num_workers'}
+    settings['s2_cache'] = bool(cfg.s2_cache)
+    return dict(settings=settings, data=dict(patches=len(rows), ids_sha256=hashlib.sha256(ids.encode()).hexdigest(), patch=patch_geometry(rows)))
+
+def _flat(d:dict, pre='') -> dict:
+    return {k: v for key, val in d.items() for k, v in (_flat(val, f"{pre}{key}.").items() if isinstance(val, dict) else [(pre + key, val)])}
+
+def record_differences(old:dict, # the record a checkpoint was made with (`{}`: none)
+                       new:dict  # the record of this run
+                      ) -> list[str]:
+    "What differs between two `train_record`s, one short phrase each."
+    if not old: return ['no record of what made it (a checkpoint of an earlier flair2)']
+    a, b = _flat(old), _flat(new)
+    return [f"{k} {a.get(k)!r} → {b.get(k)!r}" if not k.startswith('data.') else f"the training data ({k[5:]})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
 # %% ../nbs/14_learner.ipynb #1f467030
 def train(index:pd.DataFrame,  # a `patch_index`
           cfg:TrainConfig,     # the settings
@@ -207,8 +229,18 @@ def train(index:pd.DataFrame,  # a `patch_index`
     "Train `cfg` on the labelled train split of `index`; the final model goes to `out` (data-parallel under `torchrun`)."
     out = Path(out); ck = out / 'ckpt'
     start, history = resume_state(ck) if resume else (0, [])
+    made = train_record(index, cfg)
+    if start:  # only the training that made the checkpoint continues it
+        old = json.loads((ck / 'made.json').read_text()) if (ck / 'made.json').exists() else {}
+        diff = record_differences(old, made)
+        if diff: raise ValueError(f"{ck}: this checkpoint was made by another training ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}): "
+                                  "train afresh with --restart (resume=False), or into another folder")
+        if not rank_distrib(): print(f"resuming from the checkpoint after epoch {start - 1} in {ck}")
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
     join_process_group()  # under torchrun: now, so that the barriers below hold
+    if not start and not rank_distrib():  # a fresh start: an older checkpoint goes, and this run's record is written first
+        for f in ('ckpt.pth', 'ckpt.json'): (ck / f).unlink(missing_ok=True)
+        write_json(ck / 'made.json', made)
     if cfg.s2_cache and cfg.mode != 'aerial' and not rank_distrib():  # built once by rank 0, before the first epoch reads it
         s2 = cfg.s2_loader(); built = s2.build(index[(index['split'] == 'train') & index['msk'].notna()], progress=progress)
         if progress: print(f"Sentinel-2 cache {s2.folder}: {built['files']} series, {built['mb']:.0f} MB")

@@ -164,3 +164,18 @@ def test_debug_shows_the_traceback(tree, tmp_path):
     _four_bands(tree)
     with pytest.raises(FlairFormatError, match='expected 5 bands'):
         main(['--debug', 'train', '--data', str(tree), '--out', str(tmp_path / 'm'), '--quiet', *TRAIN])
+
+
+def test_train_rerun_with_other_settings_is_refused(tiny, tmp_path, capsys):
+    """`flair2 train` into a folder trained with other settings: one line naming the difference and `--restart`, a
+    non-zero exit and the old model untouched; `--restart` trains afresh with the new settings."""
+    out = tmp_path / 'm'
+    assert main(['train', '--data', str(tiny), '--out', str(out), '--mode', 'aerial', '--quiet', *TRAIN]) == 0
+    conf = (out / 'config.json').read_bytes()
+    capsys.readouterr()
+    rc = main(['train', '--data', str(tiny), '--out', str(out), '--mode', 'aerial', '--quiet', *TRAIN, '-s', 'lr', '0.1'])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1 and 'settings.lr 0.003 → 0.1' in err and '--restart' in err, err
+    assert (out / 'config.json').read_bytes() == conf
+    assert main(['train', '--data', str(tiny), '--out', str(out), '--mode', 'aerial', '--quiet', *TRAIN, '-s', 'lr', '0.1', '--restart']) == 0
+    assert json.loads((out / 'config.json').read_text())['config']['lr'] == 0.1

@@ -45,12 +45,22 @@ def test_resume_after_interruption(index, tmp_path):
     assert json.loads((tmp_path / 'r' / 'config.json').read_text())['metrics']['epoch'] == 2
 
 
-def test_checkpoint_of_another_network_starts_over(index, tmp_path, capsys):
-    """A rerun into the same folder with settings that change the network (a new default, say) trains from the start."""
-    train(index, TrainConfig(mode='aerial', epochs=2, **SMALL), tmp_path / 'r', cbs=[StopAfter(0)])
-    learn = train(index, TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'net': dict(s2_dim=16, width=16)}), tmp_path / 'r')
-    assert 'written by another network' in capsys.readouterr().err
+def test_checkpoint_of_other_settings_is_refused_not_resumed(index, tmp_path):
+    """A rerun into the same folder with other settings or data is refused in one line naming what differs (never the old
+    weights under the new settings); `resume=False` trains afresh; the same settings resume."""
+    cfg = TrainConfig(mode='aerial', epochs=2, **SMALL)
+    train(index, cfg, tmp_path / 'r', cbs=[StopAfter(0)])
+    before = [(tmp_path / 'r' / f).read_bytes() for f in ('ckpt/ckpt.pth', 'config.json')]
+    for other, what in ((TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'net': dict(s2_dim=16, width=16)}), 'settings.net.width 32 → 16'),
+                        (TrainConfig(mode='aerial', epochs=2, lr=0.1, **SMALL), 'settings.lr 0.003 → 0.1'),
+                        (TrainConfig(mode='aerial', epochs=3, **SMALL), 'settings.epochs 2 → 3')):
+        with pytest.raises(ValueError, match='this checkpoint was made by another training') as e: train(index, other, tmp_path / 'r')
+        assert what in str(e.value) and '--restart' in str(e.value) and len(str(e.value).splitlines()) == 1
+    with pytest.raises(ValueError, match=r'the training data \(ids_sha256\)'): train(index.iloc[3:], cfg, tmp_path / 'r')
+    assert [(tmp_path / 'r' / f).read_bytes() for f in ('ckpt/ckpt.pth', 'config.json')] == before   # nothing relabelled
+    learn = train(index, TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'net': dict(s2_dim=16, width=16)}), tmp_path / 'r', resume=False)
     assert [h['epoch'] for h in learn.history] == [0, 1] and learn.model.decoder.proj[0].out_channels == 16
+    assert json.loads((tmp_path / 'r' / 'config.json').read_text())['config']['net']['width'] == 16
 
 
 def test_saved_model_format_and_errors(index, tmp_path):

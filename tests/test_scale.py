@@ -47,7 +47,7 @@ def test_data_parallel_on_two_cpu_processes(tiny, tmp_path, free_port):
     pp = evaluate(model, idx[idx.id.isin(conf['valid_ids'])], tta=1, device='cpu')
     assert len(pp) == len(conf['valid_ids']) and abs(scores(pp)['miou'] - conf['metrics']['miou']) < 1e-6
     files = sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file())
-    assert files == ['ckpt/ckpt.json', 'ckpt/ckpt.pth', 'ckpt/stats.json', 'config.json', 'model.safetensors']
+    assert files == ['ckpt/ckpt.json', 'ckpt/ckpt.pth', 'ckpt/made.json', 'ckpt/stats.json', 'config.json', 'model.safetensors']
 
 
 @pytest.mark.slow
