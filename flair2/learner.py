@@ -205,7 +205,8 @@ def train_record(index:pd.DataFrame, # a `patch_index`
     ids = ','.join(map(str, sorted(int(i) for i in rows['id'])))
     settings = {k: v for k, v in cfg.to_dict().items() if k != 'num_workers'}
     settings['s2_cache'] = bool(cfg.s2_cache)
-    return dict(settings=settings, data=dict(patches=len(rows), ids_sha256=hashlib.sha256(ids.encode()).hexdigest(), patch=patch_geometry(rows)))
+    rec = dict(settings=settings, data=dict(patches=len(rows), ids_sha256=hashlib.sha256(ids.encode()).hexdigest(), patch=patch_geometry(rows)))
+    return json.loads(json.dumps(rec))  # as `made.json` reads back (tuples as lists), so that equal records compare equal
 
 def _flat(d:dict, pre='') -> dict:
     return {k: v for key, val in d.items() for k, v in (_flat(val, f"{pre}{key}.").items() if isinstance(val, dict) else [(pre + key, val)])}
