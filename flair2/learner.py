@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_learner.ipynb #100dc53f
 from __future__ import annotations
-import json, sys, hashlib
+import json, sys, hashlib, random
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -21,9 +21,9 @@ from .saved import TrainConfig, class_weights, export_model, load_model, find_mo
 
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'build_learner',
-           'ChannelsLastAerial', 'Checkpoint', 'resume_state', 'fits_checkpoint', 'FlairDistributedDL',
-           'FlairDistributedTrainer', 'data_parallel', 'train_record', 'record_differences', 'train', 'seed_runs',
-           'train_seeds', 'lr_find_figure', 'plot_history']
+           'ChannelsLastAerial', 'run_state', 'restore_run', 'Checkpoint', 'read_checkpoint', 'resume_state',
+           'fits_checkpoint', 'FlairDistributedDL', 'FlairDistributedTrainer', 'data_parallel', 'train_record', 'train',
+           'seed_runs', 'train_seeds', 'lr_find_figure', 'plot_history']
 
 # %% ../nbs/14_learner.ipynb #1656cf85
 class MaskedFocalLoss(nn.Module):
@@ -123,37 +123,83 @@ class ChannelsLastAerial(Callback):
     order = MixedPrecision.order - 1
     def before_batch(self): self.learn.xb = (self.xb[0].contiguous(memory_format=torch.channels_last), *self.xb[1:])
 
+# %% ../nbs/14_learner.ipynb #114028f9
+def _plain(o):
+    "`o` with NumPy values as Python numbers and plain tensors, fastcore `L`s as lists (so that `torch.load(weights_only=True)` reads it)."
+    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, torch.Tensor): return o.detach().as_subclass(torch.Tensor)  # fastai's tensor subclasses as plain tensors
+    if isinstance(o, L): return [_plain(v) for v in o]
+    if isinstance(o, (list, tuple)): return type(o)(_plain(v) for v in o)
+    if isinstance(o, np.ndarray): return torch.from_numpy(o.copy())
+    return o.item() if isinstance(o, np.generic) else o
+
+def run_state(learn:Learner # a Learner between two epochs
+             ) -> dict:
+    "What the next epoch depends on besides the weights: optimiser, every RNG, the loaders' shuffling, the smoothed loss, the loss scaler."
+    sm, scaler = learn.recorder.smooth_loss, getattr(learn, 'scaler', None)
+    return _plain(dict(opt=learn.opt.state_dict(), python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                       cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+                       loaders=[dl.rng.getstate() for dl in learn.dls.loaders], smooth=(getattr(sm, 'count', 0), getattr(sm, 'val', torch.tensor(0.))),
+                       scaler=scaler.state_dict() if scaler is not None else {}))
+
+def restore_run(learn:Learner, # the Learner about to run its next epoch
+                state:dict,    # a `run_state`
+                within=True    # the epoch continues a fit (False: it starts one, which resets optimiser state, smoothed loss and scaler)
+               ):
+    "Put a `run_state` back into `learn` and the process's RNGs."
+    random.setstate(state['python']); torch.set_rng_state(state['torch'])
+    kind, keys, *rest = state['numpy']; np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    if state['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
+    for dl, st in zip(learn.dls.loaders, state['loaders']): dl.rng.setstate(st)
+    if not within: return
+    dev = next(learn.model.parameters()).device
+    learn.opt.load_state_dict(to_device(state['opt'], dev))
+    learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val = state['smooth'][0], to_device(state['smooth'][1], dev)
+    if state['scaler'] and getattr(learn, 'scaler', None) is not None: learn.scaler.load_state_dict(state['scaler'])
+
 # %% ../nbs/14_learner.ipynb #db78deb2
 class Checkpoint(Callback):
-    "Save model + optimiser + history atomically after every epoch into `folder`."
+    "Save weights, history and `run_state` atomically after every epoch into `folder`; put a resumed run's state back first."
     order = 60
     def __init__(self,
                  folder,          # the checkpoint folder
                  start_epoch=0,   # the first epoch this fit runs (earlier ones are in `history`)
                  history=None,    # the finished epochs' records
-                 offset=0):       # epochs of earlier fits of the same training (a frozen phase)
-        self.folder, self.start, self.history, self.offset = Path(folder), start_epoch, list(history or []), offset
+                 offset=0,        # epochs of earlier fits of the same training (a frozen phase)
+                 state=None):     # the `run_state` to put back before `start_epoch` (None: a fresh start)
+        self.folder, self.start, self.history, self.offset, self.state = Path(folder), start_epoch, list(history or []), offset, state
+    def before_epoch(self):
+        if self.state is not None and self.epoch == self.start: restore_run(self.learn, self.state, within=self.start > 0)
     def after_epoch(self):
         if self.epoch < self.start or getattr(self.learn, 'final_record', None) is None or rank_distrib(): return  # rank 0 writes
         names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
         e = self.offset + self.epoch
         self.history.append(dict(epoch=e, **{n: float(v) for n, v in zip(names, self.learn.final_record)}))
-        with atomic_path(self.folder / 'ckpt.pth') as t: save_model(t, self.learn.model, self.learn.opt, with_opt=True)
+        saved = dict(model=get_model(self.learn.model).state_dict(), epoch=e, history=self.history, state=run_state(self.learn))
+        with atomic_path(self.folder / 'ckpt.pth') as t: torch.save(saved, t)
         write_json(self.folder / 'ckpt.json', dict(epoch=e, history=self.history), indent=None)
+
+def read_checkpoint(folder # a checkpoint folder
+                   ) -> dict|None:
+    "The checkpoint in `folder` (weights, epoch, history, `run_state`); None when there is none."
+    p = Path(folder) / 'ckpt.pth'
+    if not p.exists(): return None
+    saved = torch.load(p, map_location='cpu', weights_only=True)
+    if not {'epoch', 'state'} <= set(saved): raise ValueError(f"{p}: a checkpoint of an earlier flair2, which cannot be resumed exactly: "
+                                                              "train afresh with --restart (resume=False)")
+    return saved
 
 def resume_state(folder # a checkpoint folder
                 ) -> tuple[int, list]:
     "(next epoch, history) of the checkpoint in `folder`; (0, []) when there is none."
-    js = Path(folder) / 'ckpt.json'
-    if not js.exists() or not (Path(folder) / 'ckpt.pth').exists(): return 0, []
-    d = json.loads(js.read_text())
-    return d['epoch'] + 1, d['history']
+    saved = read_checkpoint(folder)
+    return (saved['epoch'] + 1, saved['history']) if saved else (0, [])
 
 def fits_checkpoint(learn:Learner, # the Learner to resume
-                    path           # the checkpoint, without `.pth`
+                    saved:dict     # a `read_checkpoint`
                    ) -> bool:
-    "Load the checkpoint at `path` into `learn` (model and optimiser); False when it belongs to another network (then `learn` may be half-loaded: rebuild it)."
-    try: learn.load(path, with_opt=True)
+    "Load the checkpoint's weights into `learn`; False when it belongs to another network (then `learn` may be half-loaded: rebuild it)."
+    try: get_model(learn.model).load_state_dict(saved['model'])
     except RuntimeError as e:
         if 'state_dict' not in str(e) and 'size mismatch' not in str(e): raise
         return False
@@ -208,17 +254,6 @@ def train_record(index:pd.DataFrame, # a `patch_index`
     rec = dict(settings=settings, data=dict(patches=len(rows), ids_sha256=hashlib.sha256(ids.encode()).hexdigest(), patch=patch_geometry(rows)))
     return json.loads(json.dumps(rec))  # as `made.json` reads back (tuples as lists), so that equal records compare equal
 
-def _flat(d:dict, pre='') -> dict:
-    return {k: v for key, val in d.items() for k, v in (_flat(val, f"{pre}{key}.").items() if isinstance(val, dict) else [(pre + key, val)])}
-
-def record_differences(old:dict, # the record a checkpoint was made with (`{}`: none)
-                       new:dict  # the record of this run
-                      ) -> list[str]:
-    "What differs between two `train_record`s, one short phrase each."
-    if not old: return ['no record of what made it (a checkpoint of an earlier flair2)']
-    a, b = _flat(old), _flat(new)
-    return [f"{k} {a.get(k)!r} → {b.get(k)!r}" if not k.startswith('data.') else f"the training data ({k[5:]})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
 # %% ../nbs/14_learner.ipynb #1f467030
 def train(index:pd.DataFrame,  # a `patch_index`
           cfg:TrainConfig,     # the settings
@@ -229,13 +264,12 @@ def train(index:pd.DataFrame,  # a `patch_index`
          ) -> Learner:
     "Train `cfg` on the labelled train split of `index`; the final model goes to `out` (data-parallel under `torchrun`)."
     out = Path(out); ck = out / 'ckpt'
-    start, history = resume_state(ck) if resume else (0, [])
+    saved = read_checkpoint(ck) if resume else None
+    start = saved['epoch'] + 1 if saved else 0
     made = train_record(index, cfg)
     if start:  # only the training that made the checkpoint continues it
         old = json.loads((ck / 'made.json').read_text()) if (ck / 'made.json').exists() else {}
-        diff = record_differences(old, made)
-        if diff: raise ValueError(f"{ck}: this checkpoint was made by another training ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}): "
-                                  "train afresh with --restart (resume=False), or into another folder")
+        check_record(ck, old, made, 'this checkpoint was', 'train afresh with --restart (resume=False)')
         if not rank_distrib(): print(f"resuming from the checkpoint after epoch {start - 1} in {ck}")
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
     join_process_group()  # under torchrun: now, so that the barriers below hold
@@ -247,9 +281,9 @@ def train(index:pd.DataFrame,  # a `patch_index`
         if progress: print(f"Sentinel-2 cache {s2.folder}: {built['files']} series, {built['mb']:.0f} MB")
     distrib_barrier()
     learn = build_learner(index, cfg, out, stats)
-    if start and not fits_checkpoint(learn, ck / 'ckpt'):  # a checkpoint of another network (settings changed since)
+    if start and not fits_checkpoint(learn, saved):  # a checkpoint of another network (settings changed since)
         if not rank_distrib(): print(f"{ck}: the checkpoint was written by another network than these settings describe; training from the start", file=sys.stderr)
-        start, history = 0, []
+        start = 0
         learn = build_learner(index, cfg, out)  # statistics recomputed too: they came with that checkpoint
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop  # quiet: no bars, no per-epoch lines
     if not rank_distrib(): write_json(ck / 'stats.json', learn.dls.stats)
@@ -259,9 +293,10 @@ def train(index:pd.DataFrame,  # a `patch_index`
     for n, offset, freeze, rate in ((frozen, 0, True, cfg.lr), (cfg.epochs, frozen, False, lr)):  # the frozen phase, then everything
         first = max(start - offset, 0)
         if first >= n: continue
-        learn.freeze() if freeze else learn.unfreeze()
+        learn.freeze() if freeze else learn.unfreeze()  # (which clears the optimiser's state, as in an uninterrupted run)
+        state = saved['state'] if start and start >= offset else None  # the fit the resumed epoch is in gets the run's state back
         with data_parallel(learn):
-            learn.fit_one_cycle(n, rate, start_epoch=first, cbs=[Checkpoint(ck, first, resume_state(ck)[1] if start or offset else history, offset), *(cbs or [])])
+            learn.fit_one_cycle(n, rate, start_epoch=first, cbs=[Checkpoint(ck, first, resume_state(ck)[1] if start or offset else [], offset, state), *(cbs or [])])
         distrib_barrier()
     distrib_barrier()  # rank 0 has written the last checkpoint
     learn.history = resume_state(ck)[1]

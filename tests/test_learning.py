@@ -25,6 +25,17 @@ class StopAfter(Callback):
         if self.epoch == self.n: raise CancelFitException
 
 
+class Killed(Exception): pass
+
+class KillAfter(Callback):
+    "Kill a training (fit after fit) once its `n`-th epoch's checkpoint is written, as a crash between epochs would."
+    order = 99
+    def __init__(self, n): self.n, self.seen = n, 0
+    def after_epoch(self):
+        self.seen += 1
+        if self.seen > self.n: raise Killed('killed')
+
+
 @pytest.fixture(scope='module')
 def index(tiny): return patch_index(tiny)
 
@@ -45,6 +56,20 @@ def test_resume_after_interruption(index, tmp_path):
     assert json.loads((tmp_path / 'r' / 'config.json').read_text())['metrics']['epoch'] == 2
 
 
+@pytest.mark.parametrize('stop', [0, 2])
+def test_resumed_training_is_the_uninterrupted_one(index, tmp_path, stop):
+    """Killed after an epoch and resumed, a run ends with the uninterrupted run's weights and history, exactly: optimiser
+    state (also past the unfreezing, which clears it), one-cycle position, every RNG and the smoothed loss come back."""
+    cfg = TrainConfig(mode='fused', epochs=3, freeze_epochs=1, **SMALL)
+    whole = train(index, cfg, tmp_path / 'whole')
+    with pytest.raises(Killed): train(index, cfg, tmp_path / 'r', cbs=[KillAfter(stop)])  # epoch 0 ends the frozen phase; 2 is in the second
+    assert resume_state(tmp_path / 'r' / 'ckpt')[0] == stop + 1
+    resumed = train(index, cfg, tmp_path / 'r')
+    assert resumed.history == whole.history and len(whole.history) == 4
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_checkpoint_of_other_settings_is_refused_not_resumed(index, tmp_path):
     """A rerun into the same folder with other settings or data is refused in one line naming what differs (never the old
     weights under the new settings); `resume=False` trains afresh; the same settings resume."""
@@ -54,9 +79,9 @@ def test_checkpoint_of_other_settings_is_refused_not_resumed(index, tmp_path):
     for other, what in ((TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'net': dict(s2_dim=16, width=16)}), 'settings.net.width 32 → 16'),
                         (TrainConfig(mode='aerial', epochs=2, lr=0.1, **SMALL), 'settings.lr 0.003 → 0.1'),
                         (TrainConfig(mode='aerial', epochs=3, **SMALL), 'settings.epochs 2 → 3')):
-        with pytest.raises(ValueError, match='this checkpoint was made by another training') as e: train(index, other, tmp_path / 'r')
+        with pytest.raises(ValueError, match='this checkpoint was made by another run') as e: train(index, other, tmp_path / 'r')
         assert what in str(e.value) and '--restart' in str(e.value) and len(str(e.value).splitlines()) == 1
-    with pytest.raises(ValueError, match=r'the training data \(ids_sha256\)'): train(index.iloc[3:], cfg, tmp_path / 'r')
+    with pytest.raises(ValueError, match=r'the data \(ids_sha256\)'): train(index.iloc[3:], cfg, tmp_path / 'r')
     assert [(tmp_path / 'r' / f).read_bytes() for f in ('ckpt/ckpt.pth', 'config.json')] == before   # nothing relabelled
     learn = train(index, TrainConfig(mode='aerial', epochs=2, **{**SMALL, 'net': dict(s2_dim=16, width=16)}), tmp_path / 'r', resume=False)
     assert [h['epoch'] for h in learn.history] == [0, 1] and learn.model.decoder.proj[0].out_channels == 16
