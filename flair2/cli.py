@@ -168,7 +168,8 @@ def _p_predict(sub, par):
     q = add_settings(sub.add_parser('predict', parents=[par['data'], par['nocheck'], par['models']],
                                     help='write PRED_<id>.tif files (challenge format) and georeferenced copies'), PredictConfig)
     q.add_argument('--split', default='test', choices=SPLITS, help="'valid': the model's validation patches")
-    q.add_argument('--out', required=True, help='output folder: pred/ (challenge files), georef/ (coloured GeoTIFFs), predict.json')
+    q.add_argument('--out', required=True, help='output folder: pred/ (challenge files), georef/ (coloured GeoTIFFs), predict.json, made.json')
+    q.add_argument('--overwrite', action='store_true', help='predict afresh, removing files another model or other settings made (a rerun resumes those the same ones made, and refuses any other)')
     q.set_defaults(fn=_cmd_predict)
 
 def _cmd_predict(a):
@@ -176,7 +177,8 @@ def _cmd_predict(a):
     rows = split_rows(_index(a), a.split, model)
     if not len(rows): raise ValueError(f"no patches in split {a.split!r} of the dataset")
     if not a.no_check: preflight(rows, labelled=False)
-    with no_partial_output(a.out, 'PRED_*.tif'): s = predict(model, rows, a.out, settings(a, PredictConfig), progress=not a.quiet)
+    with no_partial_output(a.out, 'PRED_*.tif'): s = predict(model, rows, a.out, settings(a, PredictConfig), progress=not a.quiet, split=a.split, overwrite=a.overwrite)
+    if s['note']: print(f"note: {s['note']}", file=sys.stderr)
     rate = f"{s['patches_per_s']:.2f} patches/s" if s['patches_per_s'] else 'nothing left to predict'
     who = f" by an ensemble of {len(s['models'])}" if len(s['models']) > 1 else ''
     print(f"{s['predicted']} patches predicted{who}, {s['skipped']} already done, TTA {s['tta']}, {rate}; files in {Path(a.out) / 'pred'}")
@@ -218,7 +220,7 @@ def _p_map(sub, par):
     m.add_argument('--s2', help='Sentinel-2 year for fused models: a folder of per-date GeoTIFFs named by product (12 bands: B2..B12, snow, cloud), or a FLAIR sen/ folder with --s2-origin')
     m.add_argument('--s2-origin', type=float, nargs=2, metavar=('X', 'Y'), help="top-left corner of a FLAIR super-area given with --s2, in the scene's CRS")
     m.add_argument('--out', required=True, help='the map (.tif); a folder for several scenes (<first input>_map.tif each)')
-    m.add_argument('--overwrite', action='store_true', help='map again scenes whose map exists')
+    m.add_argument('--overwrite', action='store_true', help='map again, removing the existing map first (a rerun keeps a map the same model, inputs and settings made, and refuses any other)')
     m.add_argument('--quiet', action='store_true', help='no progress bar')
     m.set_defaults(fn=_cmd_map)
 
@@ -233,11 +235,10 @@ def _cmd_map(a):
     cfg = settings(a, MapConfig)
     for sc in scenes:
         target = out / f"{sc[0][0].stem}_map.tif" if many else out
-        if target.exists() and not a.overwrite:
-            if not rank_distrib(): print(f"{target}: already mapped (--overwrite to map again)")
-            continue
-        r = map_scene(model, sc, target, s2, cfg, progress=not a.quiet)  # joins torchrun's process group itself
+        r = map_scene(model, sc, target, s2, cfg, progress=not a.quiet, overwrite=a.overwrite)  # joins torchrun's process group itself
         if rank_distrib(): continue
+        if r.get('already_mapped'):
+            print(f"{target}: already mapped by the same model, inputs and settings (--overwrite to map again)"); continue
         rate = f"{r['megapixels_per_s']:.3f} MP/s" if r['megapixels_per_s'] else 'all blocks were finished'
         print(f"{target}: {r['width']}×{r['height']} px at {r['pixel_size']:g} m mapped in {r['seconds']:.1f} s ({rate}, TTA {r['tta']}, "
               f"{r['blocks_computed']} of {r['blocks']} block(s) computed on {r['processes']} process(es)); style {target.with_suffix('.qml').name}")

@@ -16,7 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 __all__ = ['CLASSES19', 'CLASSES', 'N_CLASSES', 'OTHER', 'PALETTE19', 'PALETTE', 'IGNORE', 'SPLITS', 'AERIAL_BANDS',
            'AERIAL_MEAN', 'AERIAL_STD', 'S2_BANDS', 'S2_TRUE_COLOUR', 'S2_NIR', 'S2_RED', 'MODES', 'FLAIR_PATCH',
            'FlairFormatError', 'to13', 'palette_rgb', 'colorize', 'band_indices', 'atomic_path', 'write_json',
-           'class_colours', 'geotiff', 'write_tif', 'sha256_file', 'record_differences', 'check_record',
+           'class_colours', 'geotiff', 'write_tif', 'sha256_file', 'record_differences', 'ids_record', 'check_record',
            'settings_from']
 
 # %% ../nbs/00_core.ipynb #06eb7918
@@ -163,7 +163,7 @@ def sha256_file(path # the file
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb #a373cc37
+# %% ../nbs/00_core.ipynb #030a7285
 def _flat(d:dict, pre='') -> dict:
     return {k: v for key, val in d.items() for k, v in (_flat(val, f"{pre}{key}.").items() if isinstance(val, dict) else [(pre + key, val)])}
 
@@ -179,6 +179,12 @@ def record_differences(old:dict, # the record an output was made with (`{}`: non
     a, b = _flat(old), _flat(new)
     return [f"the data ({k[5:]})" if k.startswith('data.') else f"{k} {_short(a.get(k))} → {_short(b.get(k))}"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+def ids_record(ids # the patch ids an output was made from (or for)
+              ) -> dict:
+    "A data signature: how many patches, and the SHA-256 of their sorted ids (a duplicate counts)."
+    ids = sorted(int(i) for i in ids)
+    return dict(patches=len(ids), ids_sha256=hashlib.sha256(','.join(map(str, ids)).encode()).hexdigest())
 
 def check_record(path,     # the output (folder or file)
                  old:dict, # the record it was made with (`{}`: none)

@@ -52,7 +52,7 @@ class Ensemble:
     @property
     def members(self) -> list:
         "Who votes, with what weight: recorded with every prediction and map."
-        return [dict(model=str(m.folder), weight=round(w, 6), sha256=m.conf.get('sha256'), mode=m.mode, encoder=m.cfg.net.encoder) for m, w in zip(self.models, self.weights)]
+        return [dict(model=str(m.folder.resolve()), weight=round(w, 6), sha256=m.conf.get('sha256'), mode=m.mode, encoder=m.cfg.net.encoder) for m, w in zip(self.models, self.weights)]
     @property
     def first(self) -> SavedModel: return self.models[0]
     @property

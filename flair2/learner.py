@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_learner.ipynb #100dc53f
 from __future__ import annotations
-import json, sys, hashlib, random
+import json, sys, random
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -123,7 +123,7 @@ class ChannelsLastAerial(Callback):
     order = MixedPrecision.order - 1
     def before_batch(self): self.learn.xb = (self.xb[0].contiguous(memory_format=torch.channels_last), *self.xb[1:])
 
-# %% ../nbs/14_learner.ipynb #114028f9
+# %% ../nbs/14_learner.ipynb #7ece020d
 def _plain(o):
     "`o` with NumPy values as Python numbers and plain tensors, fastcore `L`s as lists (so that `torch.load(weights_only=True)` reads it)."
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
@@ -248,10 +248,9 @@ def train_record(index:pd.DataFrame, # a `patch_index`
                 ) -> dict:
     "What a training run's results depend on: its settings and a signature of its labelled train patches."
     rows = index[(index['split'] == 'train') & index['msk'].notna()]
-    ids = ','.join(map(str, sorted(int(i) for i in rows['id'])))
     settings = {k: v for k, v in cfg.to_dict().items() if k != 'num_workers'}
     settings['s2_cache'] = bool(cfg.s2_cache)
-    rec = dict(settings=settings, data=dict(patches=len(rows), ids_sha256=hashlib.sha256(ids.encode()).hexdigest(), patch=patch_geometry(rows)))
+    rec = dict(settings=settings, data=dict(**ids_record(rows['id']), patch=patch_geometry(rows)))
     return json.loads(json.dumps(rec))  # as `made.json` reads back (tuples as lists), so that equal records compare equal
 
 # %% ../nbs/14_learner.ipynb #1f467030

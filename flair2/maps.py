@@ -25,7 +25,7 @@ from .scenes import Scene, S2Series, s2_files, s2_grid, warp_s2
 
 # %% auto #0
 __all__ = ['GDAL_CACHE_MB', 'MapConfig', 'window_starts', 'blend_weights', 'blocks', 'Mapper', 'qml_text', 'write_cog',
-           'plot_map', 'map_scene']
+           'plot_map', 'map_scene', 'map_files', 'map_record']
 
 # %% ../nbs/11b_maps.ipynb #c81989d0
 @dataclass
@@ -187,7 +187,8 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
               s2=None,                    # Sentinel-2: a folder of per-date GeoTIFFs, or an `S2Series` (fused and Sentinel-2 models)
               cfg:MapConfig|None=None,    # the settings
               device=None,                # device (None: fastai's default)
-              progress=True               # show a progress bar
+              progress=True,              # show a progress bar
+              overwrite=False             # map again over an existing map (False: keep it when the same run made it, else refuse)
              ) -> dict:
     "Map `images` with `model` into `out` (+ `.qml`, `_confidence.tif`, `.png`, `.json`); returns the run's record."
     t0, cfg, out = time.perf_counter(), cfg or MapConfig(), Path(out)
@@ -202,14 +203,18 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
         if isinstance(s2, S2Series): s2.check_covers(scene.bounds)
         elif s2 is not None and mapper.needs_s2: grid = s2_grid(s2_files(s2), scene.crs, scene.bounds, mapper.margin)
         work, made = out.parent / f".{out.name}.work", not out.parent.exists()
-        key = hashlib.sha256(json.dumps(dict(models=mapper.model.members, images=_signature(p for p, _ in scene.specs),
-                                             bands=[b for _, b in scene.specs], s2=str(s2), cfg=asdict(cfg), size=mapper.size, res=mapper.res),
-                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        record = map_record(mapper, scene, s2, cfg)
+        old = _existing(out, record, overwrite)
+        if old is not None: return old
+        distrib_barrier()  # every process has looked before process 0 removes anything
+        if not rank:
+            for f in map_files(out): f.unlink(missing_ok=True)
+        key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
         if not rank:
             if (work / 'key').exists() and (work / 'key').read_text() != key: shutil.rmtree(work)
             work.mkdir(parents=True, exist_ok=True); (work / 'key').write_text(key)
         distrib_barrier()
-        try: return _map_blocks(mapper, scene, s2, grid, work, out, cfg, progress, t0)
+        try: return _map_blocks(mapper, scene, s2, grid, work, out, cfg, progress, t0, record)
         except BaseException:
             if not rank and not any((work / 'blocks').glob('*.npz')):  # nothing finished: nothing left behind
                 shutil.rmtree(work, ignore_errors=True)
@@ -218,11 +223,34 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
 
 GDAL_CACHE_MB = 64  # GDAL's block cache while mapping (its default, 5% of the RAM, fills with a large scene's decoded strips)
 
-def _signature(paths) -> list:
-    return [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+def map_files(out:Path # the map (a .tif)
+             ) -> list:
+    "The files a map run writes: the map, its confidence, style, overview and record."
+    return [out, out.with_name(out.stem + '_confidence.tif'), out.with_suffix('.qml'), out.with_suffix('.png'), out.with_suffix('.json')]
+
+def map_record(mapper:Mapper,  # the model, prepared
+               scene:Scene,    # the open scene
+               s2,             # the Sentinel-2 input (a folder, an `S2Series`, or None)
+               cfg:MapConfig   # the settings
+              ) -> dict:
+    "What a map depends on: the members (checksums, weights, modes), the inputs (path, bands, size, date), Sentinel-2, the settings."
+    st = lambda p: os.stat(p)
+    return json.loads(json.dumps(dict(
+        models={str(i): {k: m[k] for k in ('sha256', 'weight', 'mode')} for i, m in enumerate(mapper.model.members)},
+        images={str(i): dict(path=str(Path(p).resolve()), bands=list(b) if b else None, bytes=st(p).st_size, mtime_ns=st(p).st_mtime_ns) for i, (p, b) in enumerate(scene.specs)},
+        s2=str(s2) if s2 is not None and mapper.needs_s2 else None, window=mapper.size, pixel_size=mapper.res,
+        settings={k: v for k, v in asdict(cfg).items() if k not in ('bs', 'num_workers')}), default=str))
+
+def _existing(out:Path, record:dict, overwrite:bool) -> dict|None:
+    "The record of the map at `out` when the same run made it (None: there is none, or `overwrite`); refuses another's."
+    js = out.with_suffix('.json')
+    if overwrite or not any(f.exists() for f in map_files(out)): return None
+    old = json.loads(js.read_text()) if js.exists() else {}
+    check_record(out, old.get('made', {}), record, 'this map was', 'map again with --overwrite (overwrite=True)')
+    return {**old, 'already_mapped': True}
 
 # %% ../nbs/11b_maps.ipynb #6aaf6421
-def _map_blocks(mapper:Mapper, scene:Scene, s2, grid, work:Path, out:Path, cfg:MapConfig, progress:bool, t0:float) -> dict:
+def _map_blocks(mapper:Mapper, scene:Scene, s2, grid, work:Path, out:Path, cfg:MapConfig, progress:bool, t0:float, record:dict) -> dict:
     "The blocks of `scene` not finished yet in `work` (this process's share), then, by process 0, the files."
     rank, world = rank_distrib(), max(num_distrib(), 1)
     series = s2 if isinstance(s2, S2Series) or not mapper.needs_s2 else None
@@ -260,6 +288,7 @@ def _map_blocks(mapper:Mapper, scene:Scene, s2, grid, work:Path, out:Path, cfg:M
                tta=cfg.tta, blocks=len(todo), blocks_computed=len(mine), windows_computed=n_win, notes=scene.notes, processes=world,
                seconds=round(time.perf_counter() - t0, 3), compute_seconds=round(secs, 3),
                megapixels_per_s=round(sum(b[2] * b[3] for b in mine) / 1e6 / secs, 4) if mine and secs > 0 else None)
+    rec['made'] = record
     write_json(out.with_suffix('.json'), rec)
     shutil.rmtree(work, ignore_errors=True)
     return rec

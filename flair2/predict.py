@@ -4,8 +4,9 @@
 
 # %% ../nbs/11_predict.ipynb #1961f8d5
 from __future__ import annotations
-import time
+import time, json, shutil
 from dataclasses import dataclass
+import torch
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastprogress.fastprogress import progress_bar
@@ -16,7 +17,7 @@ from .saved import SavedModel
 from .inference import InferConfig, Ensemble, Predictor, as_predictor, predict_arrays, time_tta, pick_tta
 
 # %% auto #0
-__all__ = ['PredictConfig', 'pred_name', 'write_pred', 'predict', 'pred_folder', 'score_predictions']
+__all__ = ['PredictConfig', 'pred_name', 'write_pred', 'predict_record', 'predict', 'pred_folder', 'score_predictions']
 
 # %% ../nbs/11_predict.ipynb #e94c13f0
 @dataclass
@@ -24,6 +25,10 @@ class PredictConfig(InferConfig):
     "Settings of one prediction run: how the model runs (`InferConfig`; its `tta` is the maximum with a time budget), and the files."
     time_budget: float|None = None  # seconds for the whole split: the largest TTA level that fits is used (None: `tta`)
     georef: bool = True             # also write georeferenced, coloured copies
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.time_budget is not None and not self.time_budget > 0: raise ValueError(f"time_budget must be a positive number of seconds (or None), not {self.time_budget}")
 
 # %% ../nbs/11_predict.ipynb #b600d0a0
 def pred_name(row # an index row
@@ -44,27 +49,51 @@ def write_pred(path,                    # the file to write
 def _done(rows, dirs) -> np.ndarray:
     return np.array([all((d / pred_name(r)).exists() for d in dirs) for _, r in rows.iterrows()], bool)
 
+def predict_record(pr:Predictor,       # the predictor
+                   rows:pd.DataFrame,  # the index rows to predict
+                   cfg:PredictConfig   # the settings
+                  ) -> dict:
+    "What a prediction folder's files depend on: the members (checksums, weights, modes), the TTA asked for, the precision, the patches."
+    dtype = pr.cfg.accel.amp_dtype(pr.device)
+    return dict(models={str(i): {k: m[k] for k in ('sha256', 'weight', 'mode')} for i, m in enumerate(pr.model.members)},
+                settings=dict(tta=cfg.tta, time_budget=cfg.time_budget, precision=str(dtype or torch.float32).removeprefix('torch.')),
+                data=ids_record(rows['id']))
+
+def _fresh(out:Path, dirs:list, made:dict):
+    "Empty `out` of another run's files and record `made`, before the first file."
+    for d in (out / 'pred', out / 'georef'): shutil.rmtree(d, ignore_errors=True)
+    (out / 'predict.json').unlink(missing_ok=True)
+    for d in dirs: d.mkdir(parents=True, exist_ok=True)
+    write_json(out / 'made.json', made)
+
 # %% ../nbs/11_predict.ipynb #f64010bf
 def predict(model:SavedModel|Ensemble|Predictor, # the model, an ensemble (`flair2.inference.Ensemble`), or a predictor
             rows:pd.DataFrame,            # index rows to predict
             out,                          # output folder: `pred/`, `georef/`, `predict.json`
             cfg:PredictConfig|None=None,  # prediction settings (None: the defaults)
             device=None,                  # device (None: fastai's default)
-            progress=True                 # show a progress bar
+            progress=True,                # show a progress bar
+            split:str|None=None,          # the split's name, recorded
+            overwrite=False               # remove files another run made and predict afresh (False: refuse them)
            ) -> dict:
     "Write `out/pred/PRED_<id>.tif` (challenge format) and `out/georef/` copies for `rows`; returns the run summary."
     t0, cfg = time.perf_counter(), cfg or PredictConfig()
     pr = as_predictor(model, cfg, device)
     out = Path(out); dirs = [out / 'pred'] + ([out / 'georef'] if cfg.georef else [])
+    rows = rows.reset_index(drop=True)
+    made, old = predict_record(pr, rows, cfg), json.loads((out / 'made.json').read_text()) if (out / 'made.json').exists() else {}
+    if overwrite or not any((out / 'pred').glob('PRED_*.tif')): _fresh(out, dirs, made); old = {}
+    else: check_record(out, {k: old[k] for k in made if k in old}, made, 'these predictions were', 'predict afresh with --overwrite (overwrite=True)')
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
         for f in d.glob('.PRED_*'): f.unlink()  # left by a killed run
-    rows = rows.reset_index(drop=True)
     todo = rows[~_done(rows, dirs)] if len(rows) else rows
-    tta, timing = cfg.tta, None
-    if cfg.time_budget is not None and len(todo):
+    tta, timing, note = old.get('tta', cfg.tta), None, None  # a resumed run keeps the level its budget chose
+    if cfg.time_budget is not None and len(todo) and 'tta' not in old:
         timing = time_tta(pr, todo, cfg.time_budget)
         tta = pick_tta(timing, len(todo), cfg.time_budget - (time.perf_counter() - t0))
+        if timing[1] * len(todo) > cfg.time_budget: note = f"the time budget of {cfg.time_budget:g} s cannot be met: TTA 1 needs about {timing[1] * len(todo):.0f} s"
+        write_json(out / 'made.json', {**made, 'tta': tta})
     t1 = time.perf_counter()
     it = predict_arrays(pr, todo, tta=tta)
     for row, pred in (progress_bar(it, total=len(todo), leave=False) if progress else it):
@@ -73,9 +102,9 @@ def predict(model:SavedModel|Ensemble|Predictor, # the model, an ensemble (`flai
         write_pred(dirs[0] / pred_name(row), pred)
         if cfg.georef: write_pred(dirs[1] / pred_name(row), pred, prof)
     secs = time.perf_counter() - t1
-    summary = dict(models=pr.model.members, patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo), tta=tta,
-                   time_budget=cfg.time_budget, tta_seconds_per_patch=timing, seconds=round(time.perf_counter() - t0, 3),
-                   patches_per_s=round(len(todo) / secs, 3) if len(todo) and secs > 0 else None)
+    summary = dict(models=pr.model.members, split=split, data=made['data'], patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo),
+                   tta=tta, time_budget=cfg.time_budget, tta_seconds_per_patch=timing, note=note, precision=made['settings']['precision'],
+                   seconds=round(time.perf_counter() - t0, 3), patches_per_s=round(len(todo) / secs, 3) if len(todo) and secs > 0 else None)
     write_json(out / 'predict.json', summary)
     return summary
 
