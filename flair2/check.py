@@ -5,7 +5,7 @@
 # %% ../nbs/05_check.ipynb #c62bb015
 from __future__ import annotations
 from pathlib import Path
-import numpy as np
+import numpy as np, pandas as pd
 from concurrent.futures import ThreadPoolExecutor
 from fastprogress.fastprogress import progress_bar
 from .core import *
@@ -13,8 +13,8 @@ from .io import *
 from .sentinel import keep_dates
 
 # %% auto #0
-__all__ = ['WARNING', 'check_patch', 'check_zone', 'crop_fits', 'orphan_masks', 'check_tree', 'is_warning', 'preflight',
-           'preflight_index']
+__all__ = ['WARNING', 'check_patch', 'check_zone', 'crop_fits', 'orphan_masks', 'grid_problems', 'check_tree', 'is_warning',
+           'preflight', 'preflight_index']
 
 # %% ../nbs/05_check.ipynb #ec9ee95e
 def _try(problems:list, fn, *args):
@@ -24,12 +24,14 @@ def _try(problems:list, fn, *args):
 
 def check_patch(row,          # an index row
                 deep=False,   # also read the pixels
-                labelled=True # the patch must have a mask
+                labelled=True,# the patch must have a mask
+                grids=None    # a dict that gets the image's (CRS, pixel size), for `grid_problems`
                ) -> list[tuple[str, str]]:
     """Problems of one indexed patch: aerial and mask headers (pixels when `deep`), mask presence, centroid."""
     out = []
     prof = _try(out, read_aerial if deep else tif_profile, row['img'])
     prof = prof[1] if deep and prof is not None else prof
+    if prof and grids is not None and prof.get('crs') is not None: grids[row['img']] = (prof['crs'].to_string(), abs(prof['transform'].a))
     if row['msk'] is None:
         if labelled: out.append((row['img'], 'image without mask (expected ' + f"MSK_{row['patch'][4:]}.tif)"))
     else:
@@ -38,6 +40,21 @@ def check_patch(row,          # an index row
         if prof and mp and (prof['width'], prof['height']) != (mp['width'], mp['height']):
             out.append((row['msk'], f"size {mp['width']}×{mp['height']} differs from image {prof['width']}×{prof['height']}"))
     if row['row'] < 0: out.append((row['img'], 'no centroid in the centroids JSON'))
+    return out
+
+# %% ../nbs/05_check.ipynb #bbdc0a71
+WARNING = 'warning: '  # problems that start with this do not fail a check
+
+def _date_problems(r0, dates:np.ndarray) -> list[tuple[str, str]]:
+    "A zone's product dates in the future (an error), of another year than its domain's, or twice (warnings)."
+    out, p = [], r0['s2_products']
+    future = dates[dates > np.datetime64('today', 'D')]
+    if len(future): out.append((p, f"{len(future)} product(s) dated in the future (first {future[0]})"))
+    year = str(r0['domain']).rsplit('_', 1)[-1]
+    other = sorted({str(d)[:4] for d in dates} - {year}) if year.isdigit() and len(year) == 4 else []
+    if other: out.append((p, f"{WARNING}products of {', '.join(other)} in domain {r0['domain']}: FLAIR's series are of the domain's year (IGN's baseline ignores the year)"))
+    u, n = np.unique(dates, return_counts=True)
+    if (n > 1).any(): out.append((p, f"{WARNING}{int((n > 1).sum())} date(s) given twice (first {u[n > 1][0]}): the model sees them as separate dates"))
     return out
 
 # %% ../nbs/05_check.ipynb #97c1b820
@@ -67,6 +84,7 @@ def check_zone(rows,       # the index rows of one zone
     if dates is not None:
         if len(dates) != T: out.append((r0['s2_products'], f"{len(dates)} products for {T} dates in the data"))
         if (np.diff(dates) < np.timedelta64(0, 'D')).any(): out.append((r0['s2_products'], 'products are not in time order'))
+        out += _date_problems(r0, dates)
     if deep:
         try:
             if not np.issubdtype(data.dtype, np.integer) and np.isnan(np.asarray(data)).any(): out.append((r0['s2_data'], 'NaN values'))
@@ -79,8 +97,6 @@ def check_zone(rows,       # the index rows of one zone
     return out
 
 # %% ../nbs/05_check.ipynb #6c1701d9
-WARNING = 'warning: '  # problems that start with this do not fail a check
-
 def crop_fits(row:int, col:int, # the centroid
               size:int,         # crop side
               H:int, W:int      # the super-area's size
@@ -115,10 +131,36 @@ def orphan_masks(root, # the dataset folder
     return out
 
 # %% ../nbs/05_check.ipynb #885959f7
-def _zone_problems(rows, deep, labelled:dict) -> list[tuple[str, str]]:
-    "Problems of one zone and of each of its patches."
-    out = check_zone(rows, deep)
-    for _, r in rows.iterrows(): out += check_patch(r, deep, labelled[r['split']])
+def _zone_problems(rows, deep, labelled:dict) -> tuple[list, dict]:
+    "Problems of one zone and of each of its patches, and of patches off the zone's CRS or pixel size; the patches' grids."
+    out, grids = check_zone(rows, deep), {}
+    for _, r in rows.iterrows(): out += check_patch(r, deep, labelled[r['split']], grids)
+    return out + grid_problems(grids, 'its zone'), grids
+
+def grid_problems(grids:dict, # `{image path: (CRS, pixel size)}` (`check_patch`'s `grids`)
+                  what:str,   # who the majority is, e.g. 'its zone'
+                  crs=True    # also the CRS (False: the pixel size only, as zones may each have their own CRS)
+                 ) -> list[tuple[str, str]]:
+    "Images whose CRS or pixel size differs from the one most of `grids` have."
+    if not grids: return []
+    c0, r0 = (pd.Series([g[k] for g in grids.values()]).mode()[0] for k in (0, 1))
+    return ([(p, f"in {c} while {what}'s images are in {c0}") for p, (c, _) in grids.items() if crs and c != c0] +
+            [(p, f"pixel size {r:g} m while {what}'s images have {r0:g} m") for p, (_, r) in grids.items() if abs(r - r0) > 1e-6 * r0])
+
+def _tree_problems(root, index) -> list[tuple[str, str]]:
+    "Patch ids given twice (an error: PRED files are named by id); centroids and aerial metadata naming other patches (warnings)."
+    out = [(r['img'], f"patch id {r['id']} is also {index.loc[index['id'] == r['id'], 'img'].iloc[0]}: PRED files are named by id, so one would overwrite the other")
+           for _, r in index[index['id'].duplicated()].iterrows()]
+    have = {int(i) for i in index['id']}
+    for kind, name in (('centroids', 'centroid entries'), ('metadata', 'aerial metadata entries')):
+        js = find_json(root, kind)
+        if js is None: continue
+        try: keys = {patch_num(k) for k in read_json(js)}
+        except (FlairFormatError, ValueError): continue  # an unreadable centroids file is reported by the index
+        extra = sorted(keys - have)
+        if extra: out.append((str(js), f"{WARNING}{len(extra)} {name} name patches that are not in the tree (first IMG_{extra[0]:06d}; a partial download?)"))
+        if kind == 'metadata' and have - keys:
+            out.append((str(js), f"{WARNING}{len(have - keys)} patches are missing from it (first IMG_{min(have - keys):06d})"))
     return out
 
 def check_tree(root,          # the dataset folder
@@ -135,9 +177,11 @@ def check_tree(root,          # the dataset folder
     labelled = {s: d['labels'] is not None for s, d in find_splits(root).items()}
     zones = list(index.groupby(['split', 'domain', 'zone'], sort=False))
     with ThreadPoolExecutor(1 if deep else workers) as ex:  # pixels are read by one thread: the CPU bounds them, not the latency
-        found = ex.map(lambda z: _zone_problems(z[1], deep, labelled), zones)  # in zone order, whatever finishes first
-        for ps in (progress_bar(found, total=len(zones), leave=False) if progress else found): probs += ps
-    probs += orphan_masks(root, index)
+        found, grids = ex.map(lambda z: _zone_problems(z[1], deep, labelled), zones), {}  # in zone order, whatever finishes first
+        for ps, g in (progress_bar(found, total=len(zones), leave=False) if progress else found): probs += ps; grids.update(g)
+    named = {p for p, _ in probs}
+    probs += [(p, m) for p, m in grid_problems(grids, 'the tree', crs=False) if p not in named]  # a whole zone at another pixel size
+    probs += orphan_masks(root, index) + _tree_problems(root, index)
     return probs, dict(patches=len(index), zones=len(zones), splits=sorted(index.split.unique()))
 
 def is_warning(problem:str # a problem's text

@@ -17,7 +17,7 @@ from .metrics import scores, per_domain
 from .model import PRECISIONS
 from .saved import TrainConfig, load_model, split_rows
 from .inference import TTA_OPS, InferConfig, load_ensemble, evaluate
-from .predict import PredictConfig, predict, score_predictions
+from .predict import PredictConfig, predict, score_predictions, pred_folder
 from .scenes import scene_list, S2Series, elevation_band
 from .maps import MapConfig, map_scene
 
@@ -203,11 +203,14 @@ def _cmd_evaluate(a):
         if not len(rows): raise ValueError(f"no labelled patches in split {a.split!r} to evaluate on")
         if not a.no_check: preflight(rows)
         pp = evaluate(model, rows, cfg)
-    sc = scores(pp)
+    sc, outside = scores(pp), int(pp['outside'].sum()) if a.pred else 0
+    if outside: print(f"note: {(pp['outside'] > 0).sum()} PRED file(s) hold {outside:,} pixels outside the classes 0..12 (first {pp.loc[pp['outside'] > 0, 'patch'].iloc[0]}); "
+                      "the official metric ignores them", file=sys.stderr)
     who = ' of PRED files' if a.pred else f" of {'an ensemble of ' + str(len(model)) if len(model) > 1 else 'the model'} (TTA {cfg.tta})"
     print(f"mIoU {sc['miou']:.4f}{who} over {sc['patches']} patches ({a.split}); IoU per class:")
     print('\n'.join(f"  {c:22s} {'-' if v is None else f'{v:.4f}'}" for c, v in sc['iou'].items()))
     if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], patches=sc['patches'], tta=None if a.pred else cfg.tta,
+                                       pred=str(pred_folder(a.pred).resolve()) if a.pred else None, pred_outside_pixels=outside if a.pred else None,
                                        models=model.members if model is not None else None, per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
     return 0
 

@@ -17,7 +17,8 @@ from .saved import SavedModel
 from .inference import InferConfig, Ensemble, Predictor, as_predictor, predict_arrays, time_tta, pick_tta
 
 # %% auto #0
-__all__ = ['PredictConfig', 'pred_name', 'write_pred', 'predict_record', 'predict', 'pred_folder', 'score_predictions']
+__all__ = ['PredictConfig', 'pred_name', 'write_pred', 'unique_ids', 'predict_record', 'predict', 'pred_folder',
+           'score_predictions']
 
 # %% ../nbs/11_predict.ipynb #e94c13f0
 @dataclass
@@ -46,6 +47,13 @@ def write_pred(path,                    # the file to write
     return write_tif(path, pred.astype(np.uint8), **geo)
 
 # %% ../nbs/11_predict.ipynb #34dfd337
+def unique_ids(rows:pd.DataFrame # index rows to predict or score
+              ) -> pd.DataFrame:
+    "`rows`, refusing a patch id given twice (PRED files are named by id: one would overwrite the other)."
+    dup = rows[rows['id'].duplicated(keep=False)]
+    if len(dup): raise FlairFormatError(dup['img'].iloc[1], f"patch id {dup['id'].iloc[0]} is also {dup['img'].iloc[0]}: PRED files are named by id, so one would overwrite the other")
+    return rows
+
 def _done(rows, dirs) -> np.ndarray:
     return np.array([all((d / pred_name(r)).exists() for d in dirs) for _, r in rows.iterrows()], bool)
 
@@ -80,7 +88,7 @@ def predict(model:SavedModel|Ensemble|Predictor, # the model, an ensemble (`flai
     t0, cfg = time.perf_counter(), cfg or PredictConfig()
     pr = as_predictor(model, cfg, device)
     out = Path(out); dirs = [out / 'pred'] + ([out / 'georef'] if cfg.georef else [])
-    rows = rows.reset_index(drop=True)
+    rows = unique_ids(rows).reset_index(drop=True)
     made, old = predict_record(pr, rows, cfg), json.loads((out / 'made.json').read_text()) if (out / 'made.json').exists() else {}
     if overwrite or not any((out / 'pred').glob('PRED_*.tif')): _fresh(out, dirs, made); old = {}
     else: check_record(out, {k: old[k] for k in made if k in old}, made, 'these predictions were', 'predict afresh with --overwrite (overwrite=True)')
@@ -121,14 +129,14 @@ def score_predictions(path,               # a folder of PRED files, or a `predic
                       rows:pd.DataFrame,  # the index rows to score (labelled)
                       progress=False      # show a progress bar
                      ) -> pd.DataFrame:
-    "Per-patch records (ids, domain, mIoU, 13×13 confusion `cm`) of the PRED files under `path` against the masks of `rows`."
+    "Per-patch records (ids, domain, mIoU, 13×13 confusion `cm`, `outside`: pixels not in 0..12, which the metric ignores) of the PRED files under `path` against the masks of `rows`."
     folder = pred_folder(path)
-    rows = rows[rows['msk'].notna()].reset_index(drop=True)
+    rows = unique_ids(rows[rows['msk'].notna()]).reset_index(drop=True)
     if not len(rows): raise ValueError(f"no labelled patches to score {folder} against")
     missing = [pred_name(r) for _, r in rows.iterrows() if not (folder / pred_name(r)).exists()]
     if missing: raise FlairFormatError(folder, f"{len(missing)} of {len(rows)} patches have no prediction (first missing: {missing[0]})")
     out, it = [], list(rows.iterrows())
     for _, r in (progress_bar(it, leave=False) if progress else it):
-        y = read_mask(r['msk'])
-        out.append(patch_record(r, confusion(y, read_pred(folder / pred_name(r), y.shape))))
+        y = read_mask(r['msk']); p = read_pred(folder / pred_name(r), y.shape)
+        out.append(patch_record(r, confusion(y, p), outside=int((p >= N_CLASSES).sum())))
     return pd.DataFrame(out)

@@ -5,6 +5,7 @@
 # %% ../nbs/11a_scenes.ipynb #163da82a
 from __future__ import annotations
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -13,7 +14,8 @@ from rasterio.enums import Resampling, ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.transform import from_origin, array_bounds
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds, transform as rio_transform
 from rasterio.windows import Window
 from scipy.ndimage import maximum_filter
 from fastprogress.fastprogress import progress_bar
@@ -57,6 +59,29 @@ def _band_plan(srcs:list, specs:list) -> list[list]:
         plan.append(use)
     return plan
 
+# %% ../nbs/11a_scenes.ipynb #a9e98fe9
+def _vrt_cover(path, src, crs, transform) -> list|None:
+    "The scene-grid pixel rectangles (row0, col0, row1, col1) a mosaic VRT's sources fill, when it has no nodata nor alpha to say where its holes are."
+    if src.driver != 'VRT' or src.nodata is not None or any(c == ColorInterp.alpha for c in src.colorinterp): return None
+    try: band = ET.parse(path).getroot().find('VRTRasterBand')
+    except (ET.ParseError, OSError): return None
+    rects = [r for r in (el.find('DstRect') for el in (band if band is not None else []) if el.tag.endswith('Source'))]
+    if not rects or any(r is None for r in rects): return None  # a source without DstRect fills the whole VRT
+    out, inv = [], ~transform
+    for r in rects:
+        x, y, w, h = (float(r.get(k)) for k in ('xOff', 'yOff', 'xSize', 'ySize'))
+        (l, t), (rr, b) = src.transform * (x, y), src.transform * (x + w, y + h)
+        L, B, R, T = transform_bounds(src.crs, crs, min(l, rr), min(t, b), max(l, rr), max(t, b))
+        (c0, r0), (c1, r1) = inv * (L, T), inv * (R, B)
+        out.append((round(r0), round(c0), round(r1), round(c1)))
+    return out
+
+def _covered(cover:list, row:int, col:int, h:int, w:int) -> np.ndarray:
+    "h×w: which pixels of the window at (row, col) a source rectangle of `cover` holds."
+    m = np.zeros((h, w), bool)
+    for r0, c0, r1, c1 in cover: m[max(r0 - row, 0):max(r1 - row, 0), max(c0 - col, 0):max(c1 - col, 0)] = True
+    return m
+
 # %% ../nbs/11a_scenes.ipynb #bd14fa83
 class Scene:
     "Aligned rasters read as one stack of the five aerial bands (uint8) on one grid, with a validity mask."
@@ -65,13 +90,15 @@ class Scene:
                  pixel_size:float|None=None): # metres per pixel to read at (None: the first input's)
         self.specs = [parse_image(i) if isinstance(i, (str, Path)) else (Path(i[0]), i[1]) for i in images]
         if not self.specs: raise ValueError('a scene needs at least one --image')
-        self.srcs, self.readers, self.alpha, self.notes = [], [], [], []
+        self.srcs, self.readers, self.alpha, self.cover, self.notes = [], [], [], [], []
         try: self._open(pixel_size)
         except BaseException: self.close(); raise
     def _open(self, pixel_size):
         for path, _ in self.specs: self.srcs.append(open_raster(path))
         first, fpath = self.srcs[0], self.specs[0][0]
         if first.crs is None: raise FlairFormatError(fpath, 'not georeferenced (no CRS): a map needs the scene\'s position')
+        if first.crs.is_geographic:
+            raise FlairFormatError(fpath, f"in a geographic CRS ({first.crs.to_string()}: degrees, not metres); reproject it first, e.g. gdalwarp -t_srs EPSG:2154 (France) or its UTM zone")
         res = abs(first.transform.a)
         if abs(abs(first.transform.e) - res) > 1e-6 * res or first.transform.b or first.transform.d:
             raise FlairFormatError(fpath, 'pixels are not square and north-up; warp it first (gdalwarp -tr R R)')
@@ -92,6 +119,8 @@ class Scene:
             self.readers.append(src if same else WarpedVRT(src, crs=self.crs, transform=self.transform, width=self.width, height=self.height,
                                                           resampling=Resampling.bilinear, add_alpha=alpha))
             self.alpha.append(alpha)
+            self.cover.append(_vrt_cover(path, src, self.crs, self.transform))
+            if self.cover[-1] is not None: self.notes.append(f"{path}: a mosaic VRT without nodata or alpha: its holes are where none of its sources lies")
     @property
     def bounds(self) -> tuple: return array_bounds(self.height, self.width, self.transform)  # (left, bottom, right, top)
     @property
@@ -107,10 +136,11 @@ class Scene:
         if r1 <= r0 or c1 <= c0: return out, valid
         win, sl = Window(c0, r0, c1 - c0, r1 - r0), (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
         ok = np.ones((r1 - r0, c1 - c0), bool)
-        for (path, _), rd, use, alpha in zip(self.specs, self.readers, self.plan, self.alpha):
+        for (path, _), rd, use, alpha, cover in zip(self.specs, self.readers, self.plan, self.alpha, self.cover):
             try:
                 if use: out[[AERIAL_BANDS.index(n) for _, n in use], sl[0], sl[1]] = rd.read([i for i, _ in use], window=win)
                 ok &= (rd.read(rd.count, window=win) if alpha else rd.dataset_mask(window=win)) > 0  # GDAL's dataset mask ignores an added alpha
+                if cover is not None: ok &= _covered(cover, r0, c0, r1 - r0, c1 - c0)
             except RasterioError as e: raise FlairFormatError(path, f"unreadable pixels ({e})") from None
         valid[sl] = ok
         return out, valid
@@ -192,6 +222,13 @@ def s2_grid(files:list,    # `s2_files` of a Sentinel-2 folder
     t = math.ceil((bounds[3] + margin - ay) / 10) * 10 + ay
     return (l, t), int(math.ceil((t - bounds[1] + margin) / 10)), int(math.ceil((bounds[2] + margin - l) / 10))
 
+# %% ../nbs/11a_scenes.ipynb #d2f0d800
+def _unit_reflectance(src) -> bool:
+    "Whether a float Sentinel-2 raster holds reflectance in 0..1 (on a 64×64 overview of its 10 spectral bands)."
+    a = src.read(list(range(1, min(src.count, 10) + 1)), out_shape=(min(src.count, 10), min(src.height, 64), min(src.width, 64)), masked=True)
+    v = a.compressed(); v = v[np.isfinite(v)]
+    return bool(v.size) and float(v.max()) <= 2.
+
 # %% ../nbs/11a_scenes.ipynb #a1762f56
 def warp_s2(folder,           # per-date Sentinel-2 GeoTIFFs named by product (12 bands, or 10)
             crs,              # the scene's CRS
@@ -209,6 +246,9 @@ def warp_s2(folder,           # per-date Sentinel-2 GeoTIFFs named by product (1
         with open_raster(f) as s:
             if s.count not in (10, 12): raise FlairFormatError(f, f"has {s.count} bands; expected 12 (B2..B12 in FLAIR order, then snow and cloud probabilities) or 10")
             if s.crs is None: raise FlairFormatError(f, 'not georeferenced (no CRS)')
+            if np.issubdtype(np.dtype(s.dtypes[0]), np.floating) and _unit_reflectance(s):
+                raise FlairFormatError(f, f"{s.dtypes[0]} reflectance in 0..1: flair2 reads Sentinel-2 L2A as reflectance × 10000, as FLAIR's series; "
+                                          "scale it first, e.g. gdal_translate -scale 0 1 0 10000 -ot UInt16")
     out.mkdir(parents=True, exist_ok=True)
     data = np.lib.format.open_memmap(out / 'SEN2_map_data.npy', 'w+', np.uint16, (len(files), 10, H, W))
     masks = np.lib.format.open_memmap(out / 'SEN2_map_masks.npy', 'w+', np.uint8, (len(files), 2, H, W))
@@ -239,13 +279,31 @@ def scene_list(images:list # `--image` arguments, each a path or a glob, with an
         raise FlairFormatError(images[0], f"the patterns match different numbers of files ({', '.join(str(len(g)) for g in groups)}): scenes are the k-th match of each")
     return [list(s) for s in zip(*groups)]
 
+# %% ../nbs/11a_scenes.ipynb #a17fbe63
+def _las_crs(pts, laz) -> CRS|None:
+    "The horizontal CRS a LAS/LAZ file declares (its WKT or GeoTIFF-keys record), None when it declares none."
+    try:
+        for v in pts.header.vlrs:
+            wkt = getattr(v, 'string', None)
+            if v.record_id == 2112 and wkt: return CRS.from_wkt(wkt.strip('\x00'))
+            if v.record_id == 34735:
+                keys = {k.id: k.value_offset for k in getattr(v, 'geo_keys', [])}
+                code = keys.get(3072) or keys.get(2048)  # projected, else geographic CRS code
+                if code and code != 32767: return CRS.from_epsg(code)
+    except Exception as e: raise FlairFormatError(laz, f"its CRS cannot be read ({e})") from None
+    return None
+
 # %% ../nbs/11a_scenes.ipynb #1df454a6
 def _dsm_from_points(laz, scene_like) -> np.ndarray:
     "Highest point per pixel of `scene_like`'s grid (NaN where no point falls), from a LAS/LAZ file."
     try: pts = laspy.read(laz)
     except Exception as e: raise FlairFormatError(laz, f"unreadable LAS/LAZ ({e})") from None
     tr, H, W = scene_like.transform, scene_like.height, scene_like.width
-    c = np.floor((np.asarray(pts.x) - tr.c) / tr.a).astype(np.int64); r = np.floor((np.asarray(pts.y) - tr.f) / tr.e).astype(np.int64)
+    x, y = np.asarray(pts.x), np.asarray(pts.y)
+    crs = _las_crs(pts, laz)
+    if crs is not None and scene_like.crs is not None and crs != scene_like.crs:  # a cloud in another CRS: onto the orthophoto's
+        x, y = (np.asarray(v) for v in rio_transform(crs, scene_like.crs, x, y))
+    c = np.floor((x - tr.c) / tr.a).astype(np.int64); r = np.floor((y - tr.f) / tr.e).astype(np.int64)
     keep = (r >= 0) & (r < H) & (c >= 0) & (c < W) & (np.asarray(pts.classification) != 7)  # class 7: noise
     out = np.full(H * W, -np.inf); np.maximum.at(out, r[keep] * W + c[keep], np.asarray(pts.z)[keep])
     out = out.reshape(H, W)
@@ -268,7 +326,8 @@ def elevation_band(like,          # the orthophoto whose grid the band is made o
                    points=None    # a LiDAR point cloud (.laz or .las) the surface is taken from
                   ) -> Path:
     "Write FLAIR's elevation band (surface minus terrain, 0.2 m per unit, 0..255; 255 nodata where unknown) on `like`'s grid."
-    if (dsm is None) == (points is None): raise ValueError('give a surface: dsm (a raster) or points (a .laz/.las file)')
+    if dsm is None and points is None: raise ValueError('give a surface: dsm (a raster) or points (a .laz/.las file)')
+    if dsm is not None and points is not None: raise ValueError('give one surface, dsm (a raster) or points (a .laz/.las file), not both')
     with open_raster(like) as L:
         surf = _on_grid(dsm, L) if dsm is not None else _dsm_from_points(points, L)
         h = surf - _on_grid(dtm, L)
