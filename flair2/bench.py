@@ -232,7 +232,7 @@ def bench_scale(root,                   # the dataset folder
                train_rss_max_mb=max(rss), train_rss_last_mb=rss[-1])
     export_model(learn.model, cfg, tmp / 'model', learn.dls.stats, learn.dls.valid.items)
     prows, model, pcfg = index.sample(min(infer_patches, len(index)), random_state=1), load_model(tmp / 'model'), PredictConfig(tta=1, bs=bs)
-    r0 = rss_mb(); s = predict(model, prows.iloc[:bs], tmp / 'pred', pcfg, progress=False); r1 = rss_mb()
+    r0 = rss_mb(); s = predict(model, prows.iloc[:bs], tmp / 'pred_first', pcfg, progress=False); r1 = rss_mb()
     s = predict(model, prows, tmp / 'pred', pcfg, progress=False)
     out.update(infer_fused_patches_s=s['patches_per_s'], infer_rss_after_first_batch_mb=r1, infer_rss_end_mb=rss_mb())
     out['peak_rss_mb'] = peak_rss_mb()

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai's import-time notice: not for reports or one-line errors
-import ast, functools, json, os, shutil, sys, time
+import ast, functools, json, os, re, shutil, sys, time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -16,12 +16,15 @@ from .core import *
 from .synth import SynthConfig, synthesize
 from .io import patch_index
 from .check import preflight_index
-from .saved import find_models
-from .inference import Ensemble, load_ensemble
+from .saved import find_models, TrainConfig
+from .inference import Ensemble, load_ensemble, TTA_OPS
+from .predict import PredictConfig
+from .maps import MapConfig
 
 # %% auto #0
-__all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'outputs_dir', 'generated_root', 'data_root', 'no_partial_output', 'parse_params',
-           'notebook_params', 'check_params', 'ipc_kernel_manager', 'run_chain', 'Run', 'setup']
+__all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'TRAIN_PARAMS', 'PARAM_RANGES', 'PARAM_CHOICES', 'outputs_dir', 'generated_root',
+           'data_root', 'no_partial_output', 'parse_params', 'notebook_params', 'check_params', 'ipc_kernel_manager',
+           'run_chain', 'Run', 'setup']
 
 # %% ../nbs/16_chain.ipynb #38f466f2
 REPO = Path(flair2.__file__).resolve().parent.parent
@@ -70,15 +73,21 @@ def no_partial_output(out,          # the output folder a command writes
 def parse_params(pairs=(), # (KEY, VALUE) strings
                  files=()  # YAML files of parameters
                 ) -> dict:
-    "Merge YAML parameter files and `KEY VALUE` pairs (pairs win)."
+    "Merge YAML parameter files and `KEY VALUE` pairs (pairs win); `1e-3` is a number (YAML 1.1 reads it as a text)."
     out = {}
     for f in files:
         try: d = yaml.safe_load(Path(f).read_text()) or {}
         except (OSError, yaml.YAMLError) as e: raise ValueError(f"{f}: unreadable parameters file ({e})") from None
         if not isinstance(d, dict): raise ValueError(f"{f}: a parameters file must be a YAML mapping")
-        out.update(d)
-    for k, v in pairs: out[k] = yaml.safe_load(v)
+        out.update(_numbers(d))
+    for k, v in pairs: out[k] = _numbers(yaml.safe_load(v))
     return out
+
+def _numbers(v):
+    "`v` with texts in exponent notation (`1e-3`, which YAML 1.1 leaves as text) as numbers, in mappings and lists too."
+    if isinstance(v, dict): return {k: _numbers(x) for k, x in v.items()}
+    if isinstance(v, list): return [_numbers(x) for x in v]
+    return float(v) if isinstance(v, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', v.strip()) else v
 
 # %% ../nbs/16_chain.ipynb #ddfdebb1
 @functools.lru_cache(None)
@@ -98,13 +107,42 @@ def notebook_params(nb # a notebook with a `parameters` cell
     nb = Path(nb)
     return dict(_declared(str(nb), nb.stat().st_mtime_ns))
 
+TRAIN_PARAMS = ('epochs', 'lr', 'bs', 'net', 's2', 'valid_by', 'valid_domains', 'seed', 'num_workers', 's2_cache')  # the training notebook's `TrainConfig` fields
+PARAM_RANGES = dict(max_patches='>=1', n_samples='>=0', n_worst='>=0', n_pairs='>=0', lr_find_iters='>=1')  # notebook-only parameters
+PARAM_CHOICES = dict(mode=MODES, split=SPLITS, analysis_split=('valid', 'test'), modes=MODES, find_lr=MODES, tta_compare=tuple(TTA_OPS))  # comma lists too
+
+def _same_kind(v, d) -> bool:
+    "Whether a given value `v` has the kind of the declared default `d` (None: any; an integer is a number, not a flag)."
+    if d is None or v is None: return True
+    if isinstance(d, bool): return isinstance(v, bool)
+    if isinstance(d, (int, float)): return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(d, float) or isinstance(v, int))
+    return isinstance(v, type(d))
+
+def _check_settings(params:dict):
+    "Build the settings the notebooks will build from `params`, so that a bad value is refused now, naming it."
+    if params.get('seeds') is not None and not (isinstance(params['seeds'], list) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in params['seeds'])):
+        raise ValueError(f"parameter seeds must be a list of integers (e.g. [0, 1, 2]), not {params['seeds']!r}")
+    TrainConfig.from_dict({**{k: params[k] for k in TRAIN_PARAMS if k in params}, **dict(params.get('settings') or {})})
+    PredictConfig(**{k: params[k] for k in ('tta', 'bs', 'num_workers', 'time_budget') if k in params})
+    MapConfig(**{k: params[k] for k in ('tta', 'overlap') if k in params})
+
 def check_params(params:dict, # parameters given to the chain
                  chain=CHAIN  # its notebooks
                 ) -> None:
-    "Raise a clear error for parameters no notebook of `chain` declares."
-    known = set().union(*(notebook_params(PIPELINE / n) for n in chain))
-    unknown = sorted(set(params) - known)
-    if unknown: raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; the chain's notebooks accept: {', '.join(sorted(known))}")
+    "Refuse, before any notebook runs, parameters no notebook of `chain` declares, or whose value has the wrong kind or range."
+    declared = {k: v for n in chain for k, v in notebook_params(PIPELINE / n).items()}
+    unknown = sorted(set(params) - set(declared))
+    if unknown: raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; the chain's notebooks accept: {', '.join(sorted(declared))}")
+    for k, v in params.items():
+        d = declared[k]
+        if k == 'seed' and isinstance(v, list): raise ValueError(f"parameter seed must be one integer, not {v}: several seeds are `seeds`")
+        if not _same_kind(v, d): raise ValueError(f"parameter {k} must be like its default {d!r}, not {v!r}")
+        if k in PARAM_RANGES and v is not None and not in_range(v, PARAM_RANGES[k]): raise ValueError(f"parameter {k} must be {PARAM_RANGES[k]}, not {v!r}")
+        if k in PARAM_CHOICES and v not in (None, ''):
+            bad = [x for x in (str(v).split(',') if isinstance(v, str) else [v]) if (int(x) if k == 'tta_compare' and x.strip().isdigit() else x.strip() if isinstance(x, str) else x) not in PARAM_CHOICES[k]]
+            if bad: raise ValueError(f"parameter {k}: {', '.join(map(str, bad))} not among {', '.join(map(str, PARAM_CHOICES[k]))}")
+    try: _check_settings(params)
+    except (ValueError, TypeError) as e: raise ValueError(f"parameters: {e}") from None
 
 # %% ../nbs/16_chain.ipynb #1b07aa16
 @functools.lru_cache(None)

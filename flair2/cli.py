@@ -85,13 +85,17 @@ def _parents() -> dict:
     models = argparse.ArgumentParser(add_help=False)
     models.add_argument('--model', action='append', help='model folder, folder of seeds (seed<k>/, one ensemble) or run folder; repeated: an ensemble')
     models.add_argument('--weights', type=float, nargs='+', help="ensemble weights, one per --model, shared by a folder's seeds (default: equal)")
-    models.add_argument('--mode', default=TrainConfig.mode, choices=('aerial', 'sentinel', 'fused'), help='which model of a run folder')
+    models.add_argument('--mode', choices=('aerial', 'sentinel', 'fused'), help=f'which model of a run folder (default: {TrainConfig.mode}); a model folder of another mode is refused')
     return dict(data=data, nocheck=nocheck, models=models)
 
 def _models(a):
     "The ensemble `--model` (repeated) and `--weights` name (one model: an ensemble of one)."
     if not a.model: raise ValueError(f"flair2 {a.cmd} needs --model (a model, seeds or run folder)")
-    return load_ensemble(a.model, a.weights, a.mode)
+    if a.weights and len(a.model) == 1: raise ValueError("--weights weigh several --model against each other: one --model has nothing to weigh")
+    ens = load_ensemble(a.model, a.weights, a.mode or TrainConfig.mode)
+    other = [m for m in ens.models if a.mode and m.mode != a.mode]
+    if other: raise ValueError(f"{other[0].folder}: a {other[0].mode} model, not {a.mode} (--mode picks a model of a run folder)")
+    return ens
 
 # %% ../nbs/17_cli.ipynb #4536b932
 def _p_synth(sub, par):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #aa7ee8e4
 from __future__ import annotations
-import os, json, hashlib, warnings
+import os, json, hashlib, warnings, types, typing
 from dataclasses import fields
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +17,7 @@ __all__ = ['CLASSES19', 'CLASSES', 'N_CLASSES', 'OTHER', 'PALETTE19', 'PALETTE',
            'AERIAL_MEAN', 'AERIAL_STD', 'S2_BANDS', 'S2_TRUE_COLOUR', 'S2_NIR', 'S2_RED', 'MODES', 'FLAIR_PATCH',
            'FlairFormatError', 'to13', 'palette_rgb', 'colorize', 'band_indices', 'atomic_path', 'write_json',
            'class_colours', 'geotiff', 'write_tif', 'sha256_file', 'record_differences', 'ids_record', 'check_record',
-           'settings_from']
+           'settings_from', 'in_range', 'check_fields']
 
 # %% ../nbs/00_core.ipynb #06eb7918
 class FlairFormatError(ValueError):
@@ -163,7 +163,7 @@ def sha256_file(path # the file
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb #030a7285
+# %% ../nbs/00_core.ipynb #483226a4
 def _flat(d:dict, pre='') -> dict:
     return {k: v for key, val in d.items() for k, v in (_flat(val, f"{pre}{key}.").items() if isinstance(val, dict) else [(pre + key, val)])}
 
@@ -205,3 +205,42 @@ def settings_from(cls,          # a settings dataclass
     unknown = set(d or {}) - {f.name for f in fields(cls)}
     if unknown: raise ValueError(f"unknown {what} setting(s): {', '.join(sorted(unknown))}; known: {', '.join(f.name for f in fields(cls))}")
     return cls(**(d or {}))
+
+# %% ../nbs/00_core.ipynb #33dce7cb
+def _fits(v, tp) -> bool:
+    "Whether `v` is a value of the type `tp` (a resolved annotation: a class, or a union of them)."
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union: return any(_fits(v, t) for t in typing.get_args(tp))
+    tp = typing.get_origin(tp) or tp
+    if tp is type(None): return v is None
+    if tp is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int: return isinstance(v, int) and not isinstance(v, bool)
+    if tp in (list, tuple): return isinstance(v, (list, tuple))
+    return isinstance(v, tp) if isinstance(tp, type) else True
+
+_KINDS = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a text', list: 'a list', tuple: 'a list', dict: 'a mapping', type(None): 'None'}
+
+def _kind(tp) -> str:
+    ts = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+    return ' or '.join(_KINDS.get(typing.get_origin(t) or t, getattr(t, '__name__', str(t))) for t in ts)
+
+def in_range(v,       # a number
+             rule:str # '>=1', '>0', '<=100', '[0,1)', '(0,1]', ...
+            ) -> bool:
+    "Whether `v` satisfies a range rule."
+    if rule[0] in '[(':
+        lo, hi = (float(x) for x in rule[1:-1].split(','))
+        return (lo <= v if rule[0] == '[' else lo < v) and (v <= hi if rule[-1] == ']' else v < hi)
+    op = rule[:2] if rule[1] == '=' else rule[:1]
+    x = float(rule[len(op):])
+    return {'>=': v >= x, '>': v > x, '<=': v <= x, '<': v < x}[op]
+
+def check_fields(obj,       # a settings dataclass instance
+                 **ranges   # field name → range rule: '>=1', '>0', '[0,1)', '(0,1]', '[0,100]'
+                ):
+    "Refuse, in one line naming the setting, a field value of another type than its annotation or outside its range."
+    hints, name = typing.get_type_hints(type(obj)), type(obj).__name__
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if not _fits(v, hints[f.name]): raise ValueError(f"{name}.{f.name} must be {_kind(hints[f.name])}, not {v!r}")
+        rule = ranges.get(f.name)
+        if rule and v is not None and not in_range(v, rule): raise ValueError(f"{name}.{f.name} must be {rule}, not {v!r}")

@@ -35,6 +35,7 @@ class InferConfig:
 
     def __post_init__(self):
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
+        check_fields(self, bs='>=1', num_workers='>=0')
         if self.tta not in TTA_OPS: raise ValueError(f"TTA level must be one of {', '.join(map(str, TTA_OPS))}, not {self.tta}")
 
 

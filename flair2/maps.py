@@ -41,6 +41,7 @@ class MapConfig(InferConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_fields(self, window='>=16', pixel_size='>0', overview_size='>=16')
         if not 0 <= self.overlap < 1: raise ValueError(f"overlap is a share of the window side in [0, 1), not {self.overlap}")
         if self.block < 64: raise ValueError(f"block must be at least 64 pixels, not {self.block}")
 
@@ -196,6 +197,10 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
     mapper = Mapper(model, cfg, device)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(images, mapper.res) as scene:
         for n in scene.notes: warnings.warn(n)
+        if cfg.overlap > 0.75:  # windows grow as 1/(1 - overlap)²: say how many before computing them
+            n = sum(len(ys) * len(xs) for ys, xs in (mapper.windows(scene, b) for b in blocks(scene.height, scene.width, cfg.block)))
+            warnings.warn(f"overlap {cfg.overlap:g}: {n:,} windows for this {scene.width}×{scene.height} px scene, each pixel computed about "
+                          f"{1 / (1 - cfg.overlap) ** 2:.0f} times (the default overlap {MapConfig.overlap} computes it about {1 / (1 - MapConfig.overlap) ** 2:.0f} times)")
         need = [b for b in mapper.bands if b not in scene.bands]
         if need: raise FlairFormatError(scene.specs[0][0], f"the model reads {', '.join(mapper.bands)}; the scene has no {', '.join(need)} (add an --image holding it, e.g. irc.tif:NIR,-,-)")
         if mapper.needs_s2 and s2 is None: raise ValueError(f"{mapper.model.folder}: a {mapper.model.first.mode} model needs the scene's Sentinel-2 year: give --s2 (a folder of per-date GeoTIFFs)")

@@ -12,7 +12,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import timm
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
-from .core import N_CLASSES, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFormatError, band_indices, settings_from, sha256_file
+from .core import N_CLASSES, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFormatError, band_indices, settings_from, sha256_file, check_fields
 
 # %% auto #0
 __all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'PRECISIONS', 'S2Encoder', 'S2Encoder3D', 'UTAE', 'MLPDecoder',
@@ -346,6 +346,7 @@ class NetConfig:
 
     def __post_init__(self):
         if isinstance(self.bands, str): self.bands = [self.bands]
+        check_fields(self, width='>=1', finest_stride='>=1', detail_width='>=0', s2_dim='>=1')
         for name, allowed in (('decoder', ('mlp', 'unet')), ('fuse', ('sum', 'concat')), ('s2_fusion', ('last', 'all')), ('s2_encoder', tuple(S2_ENCODERS))):
             if getattr(self, name) not in allowed: raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
         if self.detail_width and self.finest_stride <= 2:
@@ -433,6 +434,7 @@ class Accel:
     compile: bool = False        # `torch.compile` the network (slower first batches, faster steps; needs a C compiler)
 
     def __post_init__(self):
+        check_fields(self)
         if self.precision not in PRECISIONS: raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
 
     @classmethod

@@ -54,6 +54,9 @@ class TrainConfig:
         if isinstance(self.s2, dict): self.s2 = S2Config.from_dict(self.s2)
         if isinstance(self.net, dict): self.net = NetConfig.from_dict(self.net)
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
+        check_fields(self, aux_weight='>=0', focal_gamma='>=0', label_smoothing='[0,1)', freeze_epochs='>=0', encoder_lr_mult='>0', epochs='>=1',
+                     lr='>0', wd='>=0', bs='>=1', other_weight='>=0', valid_pct='(0,1)', num_workers='>=0', stats_items='>=1', seed='>=0')
+        if self.mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be 'aerial', 'sentinel' or 'fused', not {self.mode!r}")
         if self.valid_by not in ('domain', 'random'): raise ValueError(f"valid_by must be 'domain' or 'random', not {self.valid_by!r}")
         if self.loss not in ('ce', 'focal'): raise ValueError(f"loss must be 'ce' or 'focal', not {self.loss!r}")
 
@@ -64,6 +67,7 @@ class TrainConfig:
         d = dict(d)
         for name, sub in (('s2', S2Config), ('net', NetConfig), ('accel', Accel)):
             v = d.get(name)
+            if not (v is None or isinstance(v, (dict, sub))): raise ValueError(f"TrainConfig.{name} must be a mapping of {sub.__name__} fields (or {name}.FIELD keys), not {v!r}")
             v = asdict(v) if isinstance(v, sub) else dict(v or {})
             for k in [k for k in d if k.startswith(name + '.')]: v[k[len(name) + 1:]] = d.pop(k)
             d[name] = sub.from_dict(v)

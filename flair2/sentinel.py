@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, asdict
 import numpy as np
-from .core import settings_from
+from .core import settings_from, check_fields
 
 # %% auto #0
 __all__ = ['S2Config', 'keep_dates', 'covered_pixels', 'date_bins', 'aggregate', 'process_series', 'footprint_labels']
@@ -26,6 +26,7 @@ class S2Config:
     pixel_thr: int|None = None    # mask single pixels whose snow or cloud probability reaches this (None: off)
 
     def __post_init__(self):
+        check_fields(self, size='>=1', bins='>=1', snow_thr='[0,100]', cloud_thr='[0,100]', max_cover='(0,1]', pixel_thr='[0,100]')
         if self.bins < 1 or 12 % self.bins: raise ValueError(f"bins must divide 12 (1, 2, 3, 4, 6 or 12), got {self.bins}")
         if self.how not in ('mean', 'median'): raise ValueError(f"how must be 'mean' or 'median', got {self.how!r}")
         if self.bands is not None: self.bands = tuple(self.bands)

@@ -36,6 +36,15 @@ class SynthConfig:
     s2_dtype: str = 'int16'      # Sentinel-2 reflectance dtype: int16 or uint16
     compress: str|None = None    # GeoTIFF compression of IMG/MSK files (None, 'lzw', 'deflate')
 
+    def __post_init__(self):
+        check_fields(self, seed='>=0', size='>=16', pixel_size='>0', train_domains='>=0', test_domains='>=0', zones_per_domain='>=1',
+                     patches_per_zone='>=1', parcel_m='>0')
+        for name, (lo, hi), least in (('margin', self.margin, 0), ('dates', self.dates, 1)):
+            if not (len((lo, hi)) == 2 and lo <= hi and lo >= least): raise ValueError(f"SynthConfig.{name} must be (min, max) with {least} <= min <= max, not {(lo, hi)}")
+        if self.s2_dtype not in ('int16', 'uint16'): raise ValueError(f"SynthConfig.s2_dtype must be int16 or uint16, not {self.s2_dtype!r}")
+        if self.compress not in (None, 'lzw', 'deflate'): raise ValueError(f"SynthConfig.compress must be None, 'lzw' or 'deflate', not {self.compress!r}")
+        if not self.train_domains + self.test_domains: raise ValueError('SynthConfig needs at least one domain (train_domains + test_domains)')
+
     @property
     def res(self) -> float: return self.pixel_size or FLAIR_PATCH['size'] * FLAIR_PATCH['pixel_size'] / self.size
 
@@ -314,7 +323,6 @@ def synthesize(out,            # the dataset folder to write
               ) -> Path:
     """Write a complete FLAIR #2-format dataset to `out` (see `SynthConfig` for `kwargs`); the folder appears only when complete."""
     cfg = SynthConfig(seed=seed, **kwargs)
-    if cfg.s2_dtype not in ('int16', 'uint16'): raise ValueError(f"s2_dtype must be int16 or uint16, not {cfg.s2_dtype!r}")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite: raise FileExistsError(f"{out}: exists and is not empty (use overwrite)")
     tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
