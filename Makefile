@@ -13,7 +13,7 @@ run: $(VENV)/.installed
 
 # JupyterLab on the project, with its kernel: the library notebooks in nbs/, the pipeline in nbs/pipeline/, runs in outputs/.
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root,) $(ARGS)
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest $(ARGS)

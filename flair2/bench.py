@@ -275,6 +275,8 @@ def bench_map(folder,                 # where the generated scenes, the model an
               spec:dict|None=None     # `TrainConfig` fields of the model (None: the default fused model)
              ) -> list[dict]:
     "Speed (megapixels/s) and peak memory of `flair2 map` on generated scenes of `sizes`, per overlap (and block)."
+    bad = [n for n in sizes if n < patch or n % patch]
+    if bad: raise ValueError(f"map scene sides must be multiples of the {patch}-px patch, not {', '.join(map(str, bad))}")
     folder, out = Path(folder), []
     scenes = {n: folder / f"scene{n}" if (folder / f"scene{n}" / 'scene.json').exists() else
               synth_scene(folder / f"scene{n}", grid=n // patch, size=patch, pixel_size=102.4 / 512, dates=(38, 45)) for n in sizes}

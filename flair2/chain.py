@@ -6,7 +6,7 @@
 from __future__ import annotations
 import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # fastai's import-time notice: not for reports or one-line errors
-import ast, functools, json, os, re, shutil, sys, time
+import ast, functools, json, os, re, shutil, sys, tempfile, time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -150,9 +150,12 @@ def ipc_kernel_manager():
     "A jupyter_client kernel manager class whose kernels use IPC sockets."
     from jupyter_client.manager import AsyncKernelManager  # loaded with papermill, by the commands that run notebooks
     from traitlets import CaselessStrEnum
+    from traitlets import default
     class IPCKernelManager(AsyncKernelManager):
-        "Kernels on local IPC sockets instead of TCP ports."
+        "Kernels on local IPC sockets instead of TCP ports, the sockets in a temporary folder (not the notebooks' working folder)."
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+        @default('ip')
+        def _ip_default(self): return os.path.join(tempfile.mkdtemp(prefix='flair2-kernel-'), 'kernel-ipc')
     return IPCKernelManager
 
 def run_chain(data=None,     # the dataset (None: the embedded one)
@@ -175,8 +178,13 @@ def run_chain(data=None,     # the dataset (None: the embedded one)
         p = {k: v for k, v in {**params, 'check': False, 'data': str(data.resolve()), 'out': str(out.resolve())}.items() if k in declared}
         t = time.time()
         print(f"running {name} ...", file=sys.stderr)
-        pm.execute_notebook(str(PIPELINE / name), str(out / name), parameters=p, kernel_name='python3', progress_bar=progress,
-                            cwd=str(PIPELINE), kernel_manager_class=ipc_kernel_manager())
+        unfinished = out / name.replace('.ipynb', '.unfinished.ipynb')
+        unfinished.unlink(missing_ok=True)
+        try: pm.execute_notebook(str(PIPELINE / name), str(out / name), parameters=p, kernel_name='python3', progress_bar=progress,
+                                 cwd=str(PIPELINE), kernel_manager_class=ipc_kernel_manager())
+        except BaseException:  # a failed or interrupted report does not keep the name of a finished one
+            if (out / name).exists(): os.replace(out / name, unfinished)
+            raise
         print(f"  {name} done in {time.time() - t:.0f} s", file=sys.stderr)
     return out
 

@@ -192,21 +192,23 @@ def is_warning(problem:str # a problem's text
 # %% ../nbs/05_check.ipynb #6cfbeb25
 def preflight(rows,          # index rows a command will read
               labelled=True, # they must have masks
-              workers=8      # reading threads
+              workers=8,     # reading threads
+              s2=True        # the command reads their Sentinel-2 series (False: an aerial-only model, which reads none)
              ) -> None:
     """Raise `FlairFormatError` for the first header-level problem of `rows` (and their zones), counting the rest."""
     if not len(rows): return
-    zones = [g for _, g in rows.groupby(['split', 'domain', 'zone'], sort=False)]
+    zones = [g for _, g in rows.groupby(['split', 'domain', 'zone'], sort=False)] if s2 else []
     with ThreadPoolExecutor(workers) as ex:
         probs = [p for ps in ex.map(lambda z: check_zone(z, strict=False), zones) for p in ps]
-        probs += [p for ps in ex.map(lambda r: check_patch(r, False, labelled), (r for _, r in rows.iterrows())) for p in ps]
+        probs += [p for ps in ex.map(lambda r: check_patch({**r, 'row': max(r['row'], 0)} if not s2 else r, False, labelled), (r for _, r in rows.iterrows())) for p in ps]
     if probs:
         more = f" (and {len(probs) - 1} more problem(s): run `flair2 check` on the dataset)" if len(probs) > 1 else ''
-        raise FlairFormatError(probs[0][0], probs[0][1] + more)
+        raise FlairFormatError(probs[0][0], probs[0][1] + more + '; --no-check skips this check')
 
-def preflight_index(index # a whole `patch_index`
+def preflight_index(index, # a whole `patch_index`
+                    s2=True # Sentinel-2 is read (False: aerial-only models)
                    ) -> None:
     "`preflight` for every patch of `index`: the train split must have masks, the other splits may not."
     if not len(index): raise FlairFormatError(index.attrs.get('root', '.'), 'no aerial patches (IMG_*.tif) found')
-    preflight(index[index['split'] == 'train'])
-    preflight(index[index['split'] != 'train'], labelled=False)
+    preflight(index[index['split'] == 'train'], s2=s2)
+    preflight(index[index['split'] != 'train'], labelled=False, s2=s2)

@@ -5,7 +5,8 @@
 # %% ../nbs/17_cli.ipynb #5b84980d
 from __future__ import annotations
 from .chain import *  # first: it quiets fastai's import-time notice before anything imports fastai
-import argparse, json, os, shutil, sys, time
+import argparse, json, os, shutil, sys, time, warnings
+import flair2
 from dataclasses import fields, MISSING, is_dataclass
 from pathlib import Path
 from fastcore.docments import docments
@@ -52,7 +53,8 @@ def add_settings(p:argparse.ArgumentParser, # the (sub)command's parser
         default, flag = f.default if f.default is not MISSING else f.default_factory(), f.name.replace('_', '-')
         if is_dataclass(default): add_settings(p, type(default), skip, choices); continue  # nested settings: their own flags
         if isinstance(default, bool):
-            p.add_argument(f"--{'no-' if default else ''}{flag}", dest=f.name, action='store_false' if default else 'store_true', help=docs[f.name])
+            p.add_argument(f"--{'no-' if default else ''}{flag}", dest=f.name, action='store_false' if default else 'store_true',
+                           help=f"turn off (on by default): {docs[f.name]}" if default else f"turn on (off by default): {docs[f.name]}")
         elif isinstance(default, tuple):
             p.add_argument(f"--{flag}", nargs=len(default), type=type(default[0]), default=default, metavar=f.name.upper(),
                            help=f"{docs[f.name]} (default: {' '.join(map(str, default))})")
@@ -124,7 +126,7 @@ def _cmd_check(a):
     probs, stats = check_tree(root, deep=a.deep, progress=not a.quiet)
     for path, msg in probs: print(f"{path}: {msg}")
     errors = [m for _, m in probs if not is_warning(m)]
-    print(f"{'OK' if not errors else 'FAILED'}: {stats['patches']} patches in {stats['zones']} zones checked ({'deep' if a.deep else 'header'}) "
+    print(f"{'OK' if not errors else 'FAILED'}: {stats['patches']} patch{'es' * (stats['patches'] != 1)} in {stats['zones']} zone{'s' * (stats['zones'] != 1)} checked ({'deep' if a.deep else 'header'}) "
           f"in {time.time() - t:.1f} s, {len(errors)} problem(s)" + (f", {len(probs) - len(errors)} warning(s)" if len(probs) > len(errors) else ''))
     return 0 if not errors else 1
 
@@ -137,7 +139,10 @@ def _p_run(sub, par):
     r.set_defaults(fn=_cmd_run)
 
 def _cmd_run(a):
-    out = run_chain(a.data, a.out, parse_params(a.param or (), a.params_file or ()), progress=not a.quiet, check=not a.no_check)
+    params = parse_params(a.param or (), a.params_file or ())
+    check_params(params)  # before the output folder exists
+    with no_partial_output(a.out or outputs_dir() / 'run', 'model.safetensors'):  # a run that fails before any model leaves nothing
+        out = run_chain(a.data, a.out, params, progress=not a.quiet, check=not a.no_check)
     print(f"run written to {out}")
     return 0
 
@@ -157,14 +162,16 @@ def _cmd_train(a):
     from flair2.learner import train, seed_runs  # training is imported by the command that trains, not by every command
     cfg = TrainConfig.from_dict({'mode': a.mode, **parse_params(a.set or ())})
     index = _index(a)
-    if not a.no_check: preflight(index[index['split'] == 'train'])
+    if not a.no_check: preflight(index[index['split'] == 'train'], s2=cfg.mode != 'aerial')  # an aerial model reads no Sentinel-2
     for c, out in seed_runs(cfg, a.out, a.seeds):
         main = not rank_distrib()
         t = time.time()
         with no_partial_output(out, 'ckpt.pth'): learn = train(index, c, out, resume=not a.restart, progress=not a.quiet)
         if main:
-            print(f"{c.mode}{f' seed {c.seed}' if a.seeds else ''}: valid mIoU {learn.final_metrics.get('miou'):.4f} after {len(learn.history)} epoch(s), "
-                  f"{time.time() - t:.0f} s on {max(num_distrib(), 1)} process(es); model in {out}")
+            done, n = learn.resumed_epochs, len(learn.history)
+            how = f"{n - done} trained in {time.time() - t:.0f} s" + (f", {done} from the checkpoint" if done else '') if n > done else f"all {n} from the checkpoint: nothing left to train"
+            print(f"{c.mode}{f' seed {c.seed}' if a.seeds else ''}: valid mIoU {learn.final_metrics.get('miou'):.4f} after {n} epoch(s) ({how}) "
+                  f"on {max(num_distrib(), 1)} process(es); model in {out}")
     return 0
 
 # %% ../nbs/17_cli.ipynb #ef3a0644
@@ -180,7 +187,7 @@ def _cmd_predict(a):
     model = _models(a)
     rows = split_rows(_index(a), a.split, model)
     if not len(rows): raise ValueError(f"no patches in split {a.split!r} of the dataset")
-    if not a.no_check: preflight(rows, labelled=False)
+    if not a.no_check: preflight(rows, labelled=False, s2=model.needs_s2)
     with no_partial_output(a.out, 'PRED_*.tif'): s = predict(model, rows, a.out, settings(a, PredictConfig), progress=not a.quiet, split=a.split, overwrite=a.overwrite)
     if s['note']: print(f"note: {s['note']}", file=sys.stderr)
     rate = f"{s['patches_per_s']:.2f} patches/s" if s['patches_per_s'] else 'nothing left to predict'
@@ -312,7 +319,8 @@ COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_predict, _p_evaluate, _p_ma
 def build_parser() -> argparse.ArgumentParser:
     "The `flair2` argument parser."
     p = argparse.ArgumentParser(prog='flair2', description='Multimodal land-cover segmentation of FLAIR #2.')
-    p.add_argument('--debug', action='store_true', help='show full tracebacks')
+    p.add_argument('--debug', action='store_true', help='show full tracebacks (also accepted after the subcommand)')
+    p.add_argument('--version', action='version', version=f"flair2 {flair2.__version__}")
     sub, par = p.add_subparsers(dest='cmd', required=True), _parents()
     for add in COMMANDS: add(sub, par)
     return p
@@ -321,8 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None # arguments (None: `sys.argv`)
         ) -> int:
     "Entry point of the `flair2` console command."
-    a = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv
+    a = build_parser().parse_args([x for x in argv if x != '--debug'])
+    a.debug = debug
+    warnings.formatwarning = lambda message, *_a, **_k: f"flair2 {a.cmd}: note: {message}\n"  # one line, without the source line
     try: return a.fn(a)
+    except KeyboardInterrupt:
+        if a.debug: raise
+        print(f"flair2 {a.cmd}: interrupted (a rerun of the same command resumes what was finished)", file=sys.stderr)
+        return 130
     except (FlairFormatError, FileExistsError, FileNotFoundError, ValueError, KeyError) as e:
         if a.debug: raise
         print(f"flair2 {a.cmd}: error: {e}", file=sys.stderr)

@@ -93,6 +93,8 @@ def band_indices(bands, # band names or indices; None for all
     return out
 
 # %% ../nbs/00_core.ipynb #27f988fa
+_UMASK = os.umask(0); os.umask(_UMASK)  # the process's umask, read once (setting it is the only way to read it)
+
 @contextmanager
 def atomic_path(path # the file to write
                ):
@@ -102,6 +104,7 @@ def atomic_path(path # the file to write
     tmp = path.with_name(f".{path.stem}.partial{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        if tmp.is_file(): os.chmod(tmp, 0o666 & ~_UMASK)  # as `open` makes files (some writers, safetensors among them, make them 0600)
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()

@@ -139,7 +139,7 @@ def run_state(learn:Learner # a Learner between two epochs
     sm, scaler = learn.recorder.smooth_loss, getattr(learn, 'scaler', None)
     return _plain(dict(opt=learn.opt.state_dict(), python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-                       loaders=[dl.rng.getstate() for dl in learn.dls.loaders], smooth=(getattr(sm, 'count', 0), getattr(sm, 'val', torch.tensor(0.))),
+                       loaders=[getattr(dl, 'dl', dl).rng.getstate() for dl in learn.dls.loaders], smooth=(getattr(sm, 'count', 0), getattr(sm, 'val', torch.tensor(0.))),
                        scaler=scaler.state_dict() if scaler is not None else {}))
 
 def restore_run(learn:Learner, # the Learner about to run its next epoch
@@ -150,7 +150,7 @@ def restore_run(learn:Learner, # the Learner about to run its next epoch
     random.setstate(state['python']); torch.set_rng_state(state['torch'])
     kind, keys, *rest = state['numpy']; np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     if state['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
-    for dl, st in zip(learn.dls.loaders, state['loaders']): dl.rng.setstate(st)
+    for dl, st in zip(learn.dls.loaders, state['loaders']): getattr(dl, 'dl', dl).rng.setstate(st)  # under DDP: the wrapped loader's
     if not within: return
     dev = next(learn.model.parameters()).device
     learn.opt.load_state_dict(to_device(state['opt'], dev))
@@ -286,7 +286,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
         learn = build_learner(index, cfg, out)  # statistics recomputed too: they came with that checkpoint
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop  # quiet: no bars, no per-epoch lines
     if not rank_distrib(): write_json(ck / 'stats.json', learn.dls.stats)
-    learn.samples_per_rank = None
+    learn.samples_per_rank, learn.resumed_epochs = None, start  # epochs that came from the checkpoint
     frozen = cfg.freeze_epochs if len(flair_splitter(learn.model)) > 1 else 0  # a Sentinel-2-only model has no encoder to freeze
     lr = slice(cfg.lr * cfg.encoder_lr_mult, cfg.lr) if cfg.encoder_lr_mult != 1 else cfg.lr
     for n, offset, freeze, rate in ((frozen, 0, True, cfg.lr), (cfg.epochs, frozen, False, lr)):  # the frozen phase, then everything

@@ -178,7 +178,7 @@ def plot_map(path,              # a map written by `map_scene`
             win = rasterio.windows.from_bounds(*bounds, s.transform)
             a = s.read(list(range(1, min(s.count, 5) + 1)), window=win, out_shape=(min(s.count, 5), *shape), boundless=True)
         sample['aerial'][:len(a)] = a; panels = ['RGB', 'prediction']
-    return plot_sample(sample, np.where(pred == 255, OTHER, pred), panels=panels, titles={'prediction': 'map'}, suptitle=title,
+    return plot_sample(sample, pred, panels=panels, titles={'prediction': 'map'}, suptitle=title,  # nodata (255) grey, and not in the legend
                        figsize=(4.2 * len(panels), 4.8))
 
 # %% ../nbs/11b_maps.ipynb #411150b7
@@ -285,14 +285,19 @@ def _map_blocks(mapper:Mapper, scene:Scene, s2, grid, work:Path, out:Path, cfg:M
             with open(t, 'wb') as fh: np.savez(fh, cls=c, conf=f)
     secs = time.perf_counter() - t1
     if pb is not None and pb.last_v is not None: pb.on_iter_end()
+    mine_px = sum(b[2] * b[3] for b in mine)
+    shares = [None] * world
+    if world > 1 and torch.distributed.is_initialized(): torch.distributed.all_gather_object(shares, (len(mine), n_win, secs, mine_px))  # every process's share
+    else: shares = [(len(mine), n_win, secs, mine_px)]
     distrib_barrier()
     if rank: return dict(rank=rank, blocks=len(mine))
+    n_blocks, n_win, secs, px = sum(s[0] for s in shares), sum(s[1] for s in shares), max(s[2] for s in shares), sum(s[3] for s in shares)
     rec = _assemble(scene, todo, name, out, cfg, mapper)
     rec.update(models=mapper.model.members, images=[f"{p}" + (f":{','.join(b or '-' for b in n)}" if n else '') for p, n in scene.specs],
                s2=str(s2) if s2 is not None and mapper.needs_s2 else None, window=mapper.size, pixel_size=mapper.res, overlap_px=mapper.overlap,
-               tta=cfg.tta, blocks=len(todo), blocks_computed=len(mine), windows_computed=n_win, notes=scene.notes, processes=world,
-               seconds=round(time.perf_counter() - t0, 3), compute_seconds=round(secs, 3),
-               megapixels_per_s=round(sum(b[2] * b[3] for b in mine) / 1e6 / secs, 4) if mine and secs > 0 else None)
+               tta=cfg.tta, blocks=len(todo), blocks_computed=n_blocks, windows_computed=n_win, notes=scene.notes, processes=world,
+               blocks_per_process=[s[0] for s in shares], seconds=round(time.perf_counter() - t0, 3), compute_seconds=round(secs, 3),
+               megapixels_per_s=round(px / 1e6 / secs, 4) if n_blocks and secs > 0 else None)
     rec['made'] = record
     write_json(out.with_suffix('.json'), rec)
     shutil.rmtree(work, ignore_errors=True)

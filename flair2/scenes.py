@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_scenes.ipynb #163da82a
 from __future__ import annotations
-import math
+import math, re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from .core import *
 from .io import open_raster, product_date, read_products, open_npy
 
 # %% auto #0
-__all__ = ['parse_image', 'Scene', 'S2Series', 's2_files', 's2_grid', 'warp_s2', 'scene_list', 'elevation_band']
+__all__ = ['parse_image', 'crs_name', 'Scene', 'S2Series', 's2_files', 's2_grid', 'warp_s2', 'scene_list', 'elevation_band']
 
 # %% ../nbs/11a_scenes.ipynb #59b7dd4b
 def parse_image(spec # `PATH` or `PATH:B1,B2,...` (band names, `-` to skip a band)
@@ -58,6 +58,14 @@ def _band_plan(srcs:list, specs:list) -> list[list]:
             taken.append(n)
         plan.append(use)
     return plan
+
+# %% ../nbs/11a_scenes.ipynb #a76b0644
+def crs_name(crs) -> str:
+    "A CRS in a few words: its EPSG code, else the name its WKT gives (never the whole WKT)."
+    code = crs.to_epsg()
+    if code: return f"EPSG:{code}"
+    m = re.match(r'\s*\w+\["([^"]+)"', crs.to_wkt())
+    return m.group(1) if m else crs.to_string()[:60]
 
 # %% ../nbs/11a_scenes.ipynb #a9e98fe9
 def _vrt_cover(path, src, crs, transform) -> list|None:
@@ -108,13 +116,13 @@ class Scene:
             l, b, r, t = first.bounds
             self.width, self.height = max(1, round((r - l) / self.res)), max(1, round((t - b) / self.res))
             self.transform = from_origin(l, t, self.res, self.res)
-            self.notes.append(f"{fpath}: {res:g} m pixels resampled to {self.res:g} m, the model's")
+            self.notes.append(f"{fpath}: {res:g} m pixels resampled to {self.res:g} m, the pixel size the map is made at")
         self.plan = _band_plan(self.srcs, self.specs)
         for (path, _), src in zip(self.specs, self.srcs):
             if src.crs is None: raise FlairFormatError(path, 'not georeferenced (no CRS)')
             if self._overlap(src) <= 0: raise FlairFormatError(path, f"does not overlap {fpath} (bounds {tuple(round(v, 1) for v in transform_bounds(src.crs, self.crs, *src.bounds))} against {tuple(round(v, 1) for v in self.bounds)})")
             same = src.crs == self.crs and src.transform == self.transform and (src.width, src.height) == (self.width, self.height)
-            if src.crs != self.crs: self.notes.append(f"{path}: reprojected from {src.crs.to_string()} to the scene's {self.crs.to_string()}")
+            if src.crs != self.crs: self.notes.append(f"{path}: reprojected from {crs_name(src.crs)} to the scene's {crs_name(self.crs)}")
             alpha = not same and src.nodata is None and not any(c == ColorInterp.alpha for c in src.colorinterp)  # outside the input: masked by an added alpha band
             self.readers.append(src if same else WarpedVRT(src, crs=self.crs, transform=self.transform, width=self.width, height=self.height,
                                                           resampling=Resampling.bilinear, add_alpha=alpha))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_viewer.ipynb #cf63ae61
 from __future__ import annotations
-import io, json
+import io, json, warnings
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 import ipywidgets as W
@@ -74,8 +74,13 @@ def _model_of(folder) -> Ensemble|None:
     try:
         rec = json.loads(js.read_text())
         members = rec.get('models') or [dict(model=m) for m in ([rec['model']] if isinstance(rec['model'], str) else rec['model'])]  # earlier records
-        return load_ensemble([m['model'] for m in members], [m.get('weight', 1.) for m in members])
-    except (FlairFormatError, KeyError, ValueError, TypeError): return None
+        ens = load_ensemble([m['model'] for m in members], [m.get('weight', 1.) for m in members])
+    except (FlairFormatError, KeyError, ValueError, TypeError) as e:
+        warnings.warn(f"{js}: the model it records cannot be loaded ({e}); its Sentinel-2 series are shown with the default settings (give the model)")
+        return None
+    changed = [m['model'] for m, got in zip(members, ens.members) if m.get('sha256') and got['sha256'] != m['sha256']]
+    if changed: warnings.warn(f"{js}: {changed[0]} holds another model than the one that predicted (its checksum differs); its settings are used")
+    return ens
 
 # %% ../nbs/13_viewer.ipynb #63e300a3
 class PredictionViewer:

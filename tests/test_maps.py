@@ -158,7 +158,8 @@ def test_blocks_shared_among_torchrun_processes(fused, scene, tmp_path, free_por
            str(Path(sys.executable).parent / 'flair2'), *args, '--out', str(tmp_path / 'two.tif')]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count('mapped in') == 1 and '5 of 9 block(s) computed on 2 process(es)' in r.stdout, r.stdout
+    assert r.stdout.count('mapped in') == 1 and '9 of 9 block(s) computed on 2 process(es)' in r.stdout, r.stdout  # both processes' shares
+    assert json.loads((tmp_path / 'two.json').read_text())['blocks_per_process'] == [5, 4]
     with rasterio.open(tmp_path / 'one.tif') as a, rasterio.open(tmp_path / 'two.tif') as b: assert np.array_equal(a.read(1), b.read(1))
     assert not list(tmp_path.glob('.*work*'))
 
@@ -218,6 +219,6 @@ def test_map_scene_under_torchrun_from_a_script(fused, scene, tmp_path, free_por
            str(script), str(fused), str(img), str(s2), str(tmp_path / 'two.tif')]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert '2 5' in r.stdout, r.stdout
+    assert '2 9' in r.stdout, r.stdout  # the record counts every process's blocks
     with rasterio.open(tmp_path / 'one.tif') as a, rasterio.open(tmp_path / 'two.tif') as b: assert np.array_equal(a.read(1), b.read(1))
     assert not list(tmp_path.glob('.*work*'))

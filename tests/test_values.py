@@ -65,3 +65,9 @@ def test_an_overlap_that_multiplies_the_windows_says_how_many(models, tmp_path):
     with pytest.warns(UserWarning, match=r'overlap 0.9: [\d,]+ windows for this 128×128 px scene, each pixel computed about 100 times'):
         map_scene(load_model(models['a']), [sc / 'scene' / 'aerial.tif'], tmp_path / 'm.tif', sc / 'scene' / 's2', MapConfig(tta=1, overlap=0.9),
                   device='cpu', progress=False)
+
+
+def test_bench_map_sizes_are_checked_first(capsys):
+    rc = main(['bench', '--map', '--map-sizes', '500'])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and 'multiples of the 512-px patch, not 500' in err
