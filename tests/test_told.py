@@ -108,13 +108,18 @@ def test_failed_run_leaves_nothing_and_kernels_keep_no_sockets_here(tiny, tmp_pa
     for img in sorted(tree.rglob('IMG_*.tif'))[:3]: img.write_bytes(img.read_bytes()[:600])  # truncated: only reading tells
     rc, _, err = _run(capsys, 'run', '--data', tree, '--out', tmp_path / 'r', '--quiet', '--no-check', '-p', 'epochs', 1)
     assert rc != 0 and 'a notebook failed' in err and not (tmp_path / 'r').exists()
-    with pytest.raises(Exception): run_chain(tree, tmp_path / 'r2', {'epochs': 1}, progress=False, check=False)
-    assert (tmp_path / 'r2' / '01_explore.unfinished.ipynb').exists() and not (tmp_path / 'r2' / '01_explore.ipynb').exists()
+
+def test_interrupted_report_is_marked_unfinished(tiny, tmp_path, monkeypatch):
+    import papermill as pm
+    from flair2.chain import run_chain
+    def interrupted(src, out, **kw):  # the kernel stops half-way through the report, as Ctrl-C would
+        Path(out).write_text(Path(src).read_text()); raise KeyboardInterrupt
+    monkeypatch.setattr(pm, 'execute_notebook', interrupted)
+    with pytest.raises(KeyboardInterrupt): run_chain(tiny, tmp_path / 'r', {'epochs': 1}, progress=False, check=False)
+    assert (tmp_path / 'r' / '01_explore.unfinished.ipynb').exists() and not (tmp_path / 'r' / '01_explore.ipynb').exists()
 
 
-def test_make_lab_runs_as_root_and_the_cli_imports_quietly():
+def test_make_lab_runs_as_root():
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(['make', '-n', 'lab'], cwd=root, capture_output=True, text=True)
-    assert r.returncode == 0 and ('--allow-root' in r.stdout) == (os.getuid() == 0), r.stdout
-    r = subprocess.run([sys.executable, '-W', 'default', '-c', 'import flair2.cli'], capture_output=True, text=True, env=_env())
-    assert r.returncode == 0 and 'Warning' not in r.stderr, r.stderr
+    assert r.returncode == 0 and ('--allow-root' in r.stdout) == (os.getuid() == 0), r.stdout  # (the CLI's import is quiet: test_ctrl_c_is_one_line)
