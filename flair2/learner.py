@@ -189,6 +189,11 @@ def read_checkpoint(folder # a checkpoint folder
                                                               "train afresh with --restart (resume=False)")
     return saved
 
+def _history(folder) -> list:
+    "The finished epochs' records, from `ckpt.json` (written after `ckpt.pth`: read without loading the weights)."
+    js = Path(folder) / 'ckpt.json'
+    return json.loads(js.read_text())['history'] if js.exists() else []
+
 def resume_state(folder # a checkpoint folder
                 ) -> tuple[int, list]:
     "(next epoch, history) of the checkpoint in `folder`; (0, []) when there is none."
@@ -295,10 +300,10 @@ def train(index:pd.DataFrame,  # a `patch_index`
         learn.freeze() if freeze else learn.unfreeze()  # (which clears the optimiser's state, as in an uninterrupted run)
         state = saved['state'] if start and start >= offset else None  # the fit the resumed epoch is in gets the run's state back
         with data_parallel(learn):
-            learn.fit_one_cycle(n, rate, start_epoch=first, cbs=[Checkpoint(ck, first, resume_state(ck)[1] if start or offset else [], offset, state), *(cbs or [])])
+            learn.fit_one_cycle(n, rate, start_epoch=first, cbs=[Checkpoint(ck, first, saved['history'] if state else _history(ck) if offset else [], offset, state), *(cbs or [])])
         distrib_barrier()
     distrib_barrier()  # rank 0 has written the last checkpoint
-    learn.history = resume_state(ck)[1]
+    learn.history = _history(ck)
     learn.final_metrics = dict(learn.history[-1]) if learn.history else {}
     extra = dict(distributed=dict(world_size=num_distrib(), samples_per_rank=learn.samples_per_rank)) if num_distrib() > 1 else {}
     if learn.init_record: extra['init'] = learn.init_record
