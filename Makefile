@@ -7,13 +7,17 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTHON ?= python3.11
 
-.PHONY: run test lab env lock clean-env browser
+.PHONY: run test lab board env lock clean-env browser
 run: $(VENV)/.installed
 	$(VENV)/bin/flair2 run $(ARGS)
 
 # JupyterLab on the project, with its kernel: the library notebooks in nbs/, the pipeline in nbs/pipeline/, runs in outputs/.
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root,) $(ARGS)
+
+# TensorBoard on 127.0.0.1:6006 over outputs/ (every trained model logs there); ARGS: another folder, --port, --tracker mlflow.
+board: $(VENV)/.installed
+	$(VENV)/bin/flair2 board $(ARGS)
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest $(ARGS)
@@ -27,10 +31,10 @@ browser:
 
 env: $(VENV)/.installed
 
-# Direct dependencies are pinned in settings.ini; constraints.txt freezes the whole resolved set (`make lock`).
+# Direct dependencies are pinned in settings.ini (the dev environment has the optional wandb and mlflow trackers too); constraints.txt freezes the whole resolved set (`make lock`).
 $(VENV)/.installed: settings.ini setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,wandb,mlflow]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

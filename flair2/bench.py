@@ -19,7 +19,9 @@ from .data import flair_dls, S2Loader, S2Cache
 from .model import FlairNet, prepare_net
 from .saved import TrainConfig, class_weights, export_model, load_model
 from .predict import predict, PredictConfig
-from .learner import build_learner
+from .learner import build_learner, train
+from .track import Track
+from fastai.callback.core import Callback
 from .synth import synth_scene
 from .data import compute_stats
 from .io import patch_index
@@ -28,7 +30,7 @@ from .maps import MapConfig
 # %% auto #0
 __all__ = ['BENCH_DATA', 'BENCH_FULL', 'Yardstick', 'peak_rss_mb', 'build_bench_model', 'time_model', 'model_figures', 'raw_read',
            'loader_rate', 'bench_loader', 'bench', 'format_bench', 'rss_mb', 'bench_scale', 'format_scale', 'map_run',
-           'bench_map', 'format_map']
+           'bench_map', 'format_map', 'bench_tracking', 'format_tracking']
 
 # %% ../nbs/15_bench.ipynb #5cf3a8f7
 class Yardstick(nn.Module):
@@ -299,3 +301,55 @@ def format_map(rows:list # `bench_map` results
     df = pd.DataFrame(rows)
     df['vs_first'] = (df.megapixels_per_s / df.megapixels_per_s.iloc[0]).round(2)
     return df.to_string(index=False)
+
+# %% ../nbs/15_bench.ipynb #cd636ca7
+class _Clock(Callback):
+    "Time every training step and every epoch; keep the run's `Track`."
+    order = 99  # last: an epoch's time includes the tracking and the checkpoint
+    def before_fit(self): self.steps, self.epochs, self.found = [], [], next((c for c in self.learn.cbs if isinstance(c, Track)), None)
+    def before_epoch(self): self.te = time.perf_counter()
+    def before_batch(self): self.tb = time.perf_counter()
+    def after_batch(self):
+        if self.training: self.steps.append(time.perf_counter() - self.tb)
+    def after_epoch(self): self.epochs.append(time.perf_counter() - self.te)
+
+def bench_tracking(root,           # the dataset folder
+                   n=32,           # labelled patches (a quarter held out)
+                   bs=4,           # batch size
+                   epochs=2,       # epochs trained each way
+                   previews=4,     # preview patches (the default)
+                   spec:dict|None=None, # other `TrainConfig` fields (None: the default fused model, untrained start)
+                   repeats=2,      # trainings each way, alternated (the fastest epoch's counts)
+                   tmp=None        # scratch folder (None: a new temporary one)
+                  ) -> dict:
+    "A training without and with TensorBoard tracking: median step and mean epoch seconds, log MB per epoch, the previews' share."
+    tmp = Path(tmp or tempfile.mkdtemp())
+    index = patch_index(root)
+    rows = index[(index.split == 'train') & index.msk.notna()].head(n).reset_index(drop=True)
+    base = {'mode': 'fused', 'bs': bs, 'epochs': epochs, 'freeze_epochs': 0, 'valid_by': 'random', 'valid_pct': 0.25, 'previews': previews,
+            **(spec or {}), 'net': {'pretrained': None, **(spec or {}).get('net', {})}}
+    out = dict(patches=len(rows), size=int(tif_profile(rows.iloc[0]['img'])['width']), epochs=epochs, bs=bs, previews=previews)
+    for k in range(repeats):  # alternated, so that neither pays the warm-up alone; the best of each counts
+        for tracker in ('none', 'tensorboard'):
+            clock = _Clock()
+            train(rows, TrainConfig.from_dict({**base, 'tracker': tracker}), tmp / f"{tracker}{k}", progress=False, cbs=[clock])
+            r = dict(step_s=float(np.median(clock.steps)), epoch_s=float(np.mean(clock.epochs)), steps=len(clock.steps))
+            if clock.found: r.update({f"{part}_s": v for part, v in clock.found.spent.items()})
+            if tracker not in out or r['epoch_s'] < out[tracker]['epoch_s']: out[tracker] = r
+    on, logs = out['tensorboard'], tmp / 'tensorboard0' / 'logs'
+    out.update(step_ratio=on['step_s'] / out['none']['step_s'], epoch_ratio=on['epoch_s'] / out['none']['epoch_s'],
+               log_mb_per_epoch=sum(f.stat().st_size for f in logs.rglob('*') if f.is_file()) / 2 ** 20 / epochs,
+               previews_share=on['previews_s'] / (on['epoch_s'] * epochs))
+    return out
+
+def format_tracking(r:dict # `bench_tracking` results
+                   ) -> str:
+    "`bench_tracking` results as a small table."
+    off, on = r['none'], r['tensorboard']
+    return '\n'.join([f"{r['patches']} patches of {r['size']} px, batch {r['bs']}, {r['epochs']} epochs, {r['previews']} previews",
+                      f"{'':24s} {'untracked':>10s} {'TensorBoard':>12s} {'ratio':>7s}",
+                      f"{'training step (s)':24s} {off['step_s']:10.3f} {on['step_s']:12.3f} {r['step_ratio']:6.3f}×",
+                      f"{'epoch (s)':24s} {off['epoch_s']:10.2f} {on['epoch_s']:12.2f} {r['epoch_ratio']:6.3f}×",
+                      f"{'log folder per epoch':24s} {r['log_mb_per_epoch']:9.2f} MB",
+                      f"{'previews':24s} {on['previews_s'] / r['epochs']:9.3f} s an epoch, {r['previews_share']:.2%} of it",
+                      f"{'other logging':24s} {(on['logging_s'] + on['open_s']) / r['epochs']:9.3f} s an epoch"])

@@ -4,7 +4,8 @@
 
 # %% ../nbs/14_learner.ipynb #100dc53f
 from __future__ import annotations
-import json, sys, random
+import json, sys, random, time, itertools
+from dataclasses import fields
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
@@ -16,14 +17,16 @@ import matplotlib.pyplot as plt
 from .core import *
 from .data import flair_dls, domain_splitter, random_splitter
 from .metrics import MIoU
-from .model import prepare_net, join_process_group
-from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder
+from .model import prepare_net, join_process_group, NetConfig, Accel
+from .sentinel import S2Config
+from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder, tracker_list
+from .track import Track, log_folder
 
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'build_learner',
            'ChannelsLastAerial', 'run_state', 'restore_run', 'Checkpoint', 'read_checkpoint', 'resume_state',
            'fits_checkpoint', 'FlairDistributedDL', 'FlairDistributedTrainer', 'data_parallel', 'train_record', 'train',
-           'seed_runs', 'train_seeds', 'lr_find_figure', 'plot_history']
+           'seed_runs', 'train_seeds', 'grid_key', 'grid_runs', 'lr_find_figure', 'plot_history']
 
 # %% ../nbs/14_learner.ipynb #1656cf85
 class MaskedFocalLoss(nn.Module):
@@ -170,6 +173,7 @@ class Checkpoint(Callback):
         self.folder, self.start, self.history, self.offset, self.state = Path(folder), start_epoch, list(history or []), offset, state
     def before_epoch(self):
         if self.state is not None and self.epoch == self.start: restore_run(self.learn, self.state, within=self.start > 0)
+        self.t0 = time.perf_counter()
     def after_epoch(self):
         if self.epoch < self.start or getattr(self.learn, 'final_record', None) is None or rank_distrib(): return  # rank 0 writes
         names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
@@ -177,7 +181,8 @@ class Checkpoint(Callback):
         self.history.append(dict(epoch=e, **{n: float(v) for n, v in zip(names, self.learn.final_record)}))
         saved = dict(model=get_model(self.learn.model).state_dict(), epoch=e, history=self.history, state=run_state(self.learn))
         with atomic_path(self.folder / 'ckpt.pth') as t: torch.save(saved, t)
-        write_json(self.folder / 'ckpt.json', dict(epoch=e, history=self.history), indent=None)
+        seconds = {**_ckpt_json(self.folder).get('seconds', {}), str(e): round(time.perf_counter() - self.t0, 3)}  # wall time of each epoch
+        write_json(self.folder / 'ckpt.json', dict(epoch=e, history=self.history, seconds=seconds), indent=None)
 
 def read_checkpoint(folder # a checkpoint folder
                    ) -> dict|None:
@@ -189,10 +194,14 @@ def read_checkpoint(folder # a checkpoint folder
                                                               "train afresh with --restart (resume=False)")
     return saved
 
-def _history(folder) -> list:
-    "The finished epochs' records, from `ckpt.json` (written after `ckpt.pth`: read without loading the weights)."
+def _ckpt_json(folder) -> dict:
+    "`ckpt.json` of a checkpoint folder (written after `ckpt.pth`: read without loading the weights); {} when there is none."
     js = Path(folder) / 'ckpt.json'
-    return json.loads(js.read_text())['history'] if js.exists() else []
+    return json.loads(js.read_text()) if js.exists() else {}
+
+def _history(folder) -> list:
+    "The finished epochs' records."
+    return _ckpt_json(folder).get('history', [])
 
 def resume_state(folder # a checkpoint folder
                 ) -> tuple[int, list]:
@@ -253,7 +262,7 @@ def train_record(index:pd.DataFrame, # a `patch_index`
                 ) -> dict:
     "What a training run's results depend on: its settings and a signature of its labelled train patches."
     rows = index[(index['split'] == 'train') & index['msk'].notna()]
-    settings = {k: v for k, v in cfg.to_dict().items() if k != 'num_workers'}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ('num_workers', 'tracker', 'track_dir', 'previews')}  # none changes a number
     settings['s2_cache'] = bool(cfg.s2_cache)
     rec = dict(settings=settings, data=dict(**ids_record(rows['id']), patch=patch_geometry(rows)))
     return json.loads(json.dumps(rec))  # as `made.json` reads back (tuples as lists), so that equal records compare equal
@@ -294,19 +303,29 @@ def train(index:pd.DataFrame,  # a `patch_index`
     learn.samples_per_rank, learn.resumed_epochs = None, start  # epochs that came from the checkpoint
     frozen = cfg.freeze_epochs if len(flair_splitter(learn.model)) > 1 else 0  # a Sentinel-2-only model has no encoder to freeze
     lr = slice(cfg.lr * cfg.encoder_lr_mult, cfg.lr) if cfg.encoder_lr_mult != 1 else cfg.lr
-    for n, offset, freeze, rate in ((frozen, 0, True, cfg.lr), (cfg.epochs, frozen, False, lr)):  # the frozen phase, then everything
-        first = max(start - offset, 0)
-        if first >= n: continue
-        learn.freeze() if freeze else learn.unfreeze()  # (which clears the optimiser's state, as in an uninterrupted run)
-        state = saved['state'] if start and start >= offset else None  # the fit the resumed epoch is in gets the run's state back
-        with data_parallel(learn):
-            learn.fit_one_cycle(n, rate, start_epoch=first, cbs=[Checkpoint(ck, first, saved['history'] if state else _history(ck) if offset else [], offset, state), *(cbs or [])])
-        distrib_barrier()
-    distrib_barrier()  # rank 0 has written the last checkpoint
-    learn.history = _history(ck)
-    learn.final_metrics = dict(learn.history[-1]) if learn.history else {}
+    logs = log_folder(cfg, out) if tracker_list(cfg.tracker) else None
+    track = Track(logs, cfg, str(out), start) if logs and not rank_distrib() else None  # rank 0 logs
+    try:
+        for n, offset, freeze, rate in ((frozen, 0, True, cfg.lr), (cfg.epochs, frozen, False, lr)):  # the frozen phase, then everything
+            first = max(start - offset, 0)
+            if first >= n: continue
+            learn.freeze() if freeze else learn.unfreeze()  # (which clears the optimiser's state, as in an uninterrupted run)
+            state = saved['state'] if start and start >= offset else None  # the fit the resumed epoch is in gets the run's state back
+            if track: track.offset = offset
+            with data_parallel(learn):
+                learn.fit_one_cycle(n, rate, start_epoch=first, cbs=[Checkpoint(ck, first, saved['history'] if state else _history(ck) if offset else [], offset, state),
+                                                                     *([track] if track else []), *(cbs or [])])
+            distrib_barrier()
+        distrib_barrier()  # rank 0 has written the last checkpoint
+        learn.history = _history(ck)
+        learn.final_metrics = dict(learn.history[-1]) if learn.history else {}
+        if track: track.finish(learn.final_metrics)
+    finally:
+        if track: track.close()
     extra = dict(distributed=dict(world_size=num_distrib(), samples_per_rank=learn.samples_per_rank)) if num_distrib() > 1 else {}
     if learn.init_record: extra['init'] = learn.init_record
+    extra['train_seconds'] = round(sum(_ckpt_json(ck).get('seconds', {}).values()), 1)
+    if logs and logs.is_dir(): extra['logs'] = str(logs)  # (a tracker that could not start left none)
     if not rank_distrib(): export_model(learn.model, cfg, out, learn.dls.stats, learn.dls.valid.items, learn.final_metrics, extra)
     distrib_barrier()
     return learn
@@ -328,6 +347,30 @@ def train_seeds(index:pd.DataFrame, # a `patch_index`
                ) -> list:
     "Train `cfg` once per seed into `out/seed<k>`; returns the Learners."
     return [train(index, c, folder, **kwargs) for c, folder in seed_runs(cfg, out, seeds)]
+
+# %% ../nbs/14_learner.ipynb #8dd1f7c9
+def grid_key(key:str # a setting's name, e.g. `lr`, `s2_fusion` or `net.s2_fusion`
+            ) -> str:
+    "The name `TrainConfig.from_dict` reads: `key` itself, or `net.`/`s2.`/`accel.` + `key` when exactly one of them has it."
+    if '.' in key or key in {f.name for f in fields(TrainConfig)}: return key
+    homes = [n for n, sub in (('net', NetConfig), ('s2', S2Config), ('accel', Accel)) if key in {f.name for f in fields(sub)}]
+    if len(homes) == 1: return f"{homes[0]}.{key}"
+    raise ValueError(f"unknown training setting {key!r}" + (f" (in {' and '.join(homes)}: say which, e.g. {homes[0]}.{key})" if homes else ''))
+
+def _value_name(v) -> str: return f"{v:g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+def grid_runs(cfg:TrainConfig, # the settings every combination starts from
+              out,             # the grid's folder
+              grid:dict,       # setting name → the values to try
+              seeds=None       # the seeds of every combination (None: `cfg.seed`, one model folder per combination)
+             ) -> list:
+    "(settings, model folder) of every combination of `grid` and seed: `out/<k=v,...>[/seed<k>]`; `seed_runs` of `cfg` without a grid."
+    if not grid: return seed_runs(cfg, out, seeds)
+    keys, runs = [grid_key(k) for k in grid], []
+    for vals in itertools.product(*grid.values()):
+        name = ','.join(f"{k}={_value_name(v)}" for k, v in zip(keys, vals))
+        runs += seed_runs(TrainConfig.from_dict({**cfg.to_dict(), **dict(zip(keys, vals))}), Path(out) / name, seeds)
+    return runs
 
 # %% ../nbs/14_learner.ipynb #f75931fd
 def lr_find_figure(index:pd.DataFrame, # a `patch_index`

@@ -18,8 +18,21 @@ from .data import S2Loader, S2Cache, NoS2
 from .model import FlairNet, NetConfig, Accel
 
 # %% auto #0
-__all__ = ['FORMAT', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_side', 'export_model', 'seed_folder', 'find_models',
-           'find_model', 'upgrade_config', 'SavedModel', 'load_model', 'split_rows']
+__all__ = ['TRACKERS', 'FORMAT', 'tracker_list', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_side', 'export_model',
+           'seed_folder', 'find_models', 'find_model', 'upgrade_config', 'SavedModel', 'load_model', 'split_rows']
+
+# %% ../nbs/09_saved.ipynb #bed941c7
+TRACKERS = ('tensorboard', 'wandb', 'mlflow')  # the experiment trackers a training run can log to
+
+def tracker_list(v # a `tracker` setting: 'tensorboard,wandb', a list of names, or 'none' / '' / None
+                ) -> tuple:
+    "The trackers a `tracker` setting names, in order, each once; refuses an unknown one."
+    items = v if isinstance(v, (list, tuple)) else str(v or '').split(',')
+    names = [str(t).strip().lower() for t in items]
+    out = tuple(dict.fromkeys(t for t in names if t and t != 'none'))
+    bad = [t for t in out if t not in TRACKERS]
+    if bad: raise ValueError(f"tracker must name some of {', '.join(TRACKERS)} (comma-separated; 'none': no tracking), not {bad[0]!r}")
+    return out
 
 # %% ../nbs/09_saved.ipynb #4e11d5e3
 @dataclass
@@ -49,13 +62,18 @@ class TrainConfig:
     stats_items: int = 200         # patches sampled for normalisation statistics
     seed: int = 0                  # seed of split, initialisation and batches
     accel: Accel = field(default_factory=Accel)  # mixed precision, channels-last, compile (on a GPU)
+    tracker: str = 'tensorboard'   # experiment trackers, comma-separated among 'tensorboard', 'wandb', 'mlflow' ('none': no tracking)
+    track_dir: str|None = None     # folder of every run's tracking logs, one sub-folder per run (None: `logs/` in the model folder)
+    previews: int = 4              # validation patches whose prediction is logged every epoch (0: none)
 
     def __post_init__(self):
         if isinstance(self.s2, dict): self.s2 = S2Config.from_dict(self.s2)
         if isinstance(self.net, dict): self.net = NetConfig.from_dict(self.net)
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
+        if isinstance(self.tracker, (list, tuple)) or self.tracker is None: self.tracker = ','.join(tracker_list(self.tracker)) or 'none'
         check_fields(self, aux_weight='>=0', focal_gamma='>=0', label_smoothing='[0,1)', freeze_epochs='>=0', encoder_lr_mult='>0', epochs='>=1',
-                     lr='>0', wd='>=0', bs='>=1', other_weight='>=0', valid_pct='(0,1)', num_workers='>=0', stats_items='>=1', seed='>=0')
+                     lr='>0', wd='>=0', bs='>=1', other_weight='>=0', valid_pct='(0,1)', num_workers='>=0', stats_items='>=1', seed='>=0', previews='>=0')
+        tracker_list(self.tracker)  # known trackers only
         if self.mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be 'aerial', 'sentinel' or 'fused', not {self.mode!r}")
         if self.valid_by not in ('domain', 'random'): raise ValueError(f"valid_by must be 'domain' or 'random', not {self.valid_by!r}")
         if self.loss not in ('ce', 'focal'): raise ValueError(f"loss must be 'ce' or 'focal', not {self.loss!r}")

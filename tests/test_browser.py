@@ -148,3 +148,63 @@ def test_viewer_in_jupyterlab(lab):
         page.locator('.jp-NotebookPanel .jp-Cell').first.wait_for(timeout=120_000)
         run_all_cells(page)
         drive_viewer(page, shots, 'jupyterlab_viewer_', full_page=False)
+
+
+@contextmanager
+def served_board(folder:Path, port:int, log:Path):
+    """`flair2 board FOLDER` (what `make board` runs) on localhost; its URL."""
+    out = open(log, 'w')
+    proc = subprocess.Popen([str(Path(sys.executable).parent / 'flair2'), 'board', str(folder), '--port', str(port)], stdout=out, stderr=subprocess.STDOUT)
+    url, t = f'http://127.0.0.1:{port}/', time.time()
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close(); break
+            except OSError:
+                if proc.poll() is not None or time.time() - t > 90: pytest.fail(f"TensorBoard did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate(); proc.wait(10); out.close()
+
+
+def _blob(src:str) -> list:
+    """The (experiment, run, tag, step index, sample count) key of a TensorBoard image URL."""
+    import base64, json, urllib.parse
+    key = urllib.parse.parse_qs(urllib.parse.urlparse(src).query)['blob_key'][0]
+    return json.loads(base64.urlsafe_b64decode(key + '=' * (-len(key) % 4)))
+
+
+@pytest.mark.slow
+def test_board_in_chromium(chain_run, tiny, tmp_path, free_port):
+    """TensorBoard over the main chain's models and a two-epoch run: the scalars dashboard lists every run and the mIoU
+    curve, the images dashboard shows the previews, and their step slider moves them to the first epoch."""
+    from flair2.io import patch_index
+    from flair2.learner import train
+    from flair2.saved import TrainConfig
+    from flair2.sentinel import S2Config
+    board = tmp_path / 'outputs'
+    shutil.copytree(chain_run / 'models', board / 'run' / 'models')
+    train(patch_index(tiny), TrainConfig(mode='aerial', epochs=2, freeze_epochs=0, bs=4, s2=S2Config(size=16, bins=4), net=dict(width=32), previews=2),
+          board / 'two', progress=False)
+    with served_board(board, free_port, tmp_path / 'board.log') as url, chromium_page() as (page, shots):
+        page.goto(url + '#scalars', timeout=120_000)
+        page.get_by_text('epoch/valid_miou', exact=True).first.wait_for(timeout=120_000)
+        curve = page.evaluate('u => fetch(u).then(r => r.json())', 'data/plugin/scalars/scalars?run=two%2Flogs&tag=epoch%2Fvalid_miou')
+        assert [step for _, step, _ in curve] == [0, 1]  # the dashboard's source for the two-epoch run's mIoU chart: both epochs
+        for r in ('run/models/aerial/logs', 'run/models/sentinel/logs', 'run/models/fused/logs', 'two/logs'):  # the run selector lists each
+            page.get_by_text(r, exact=True).first.wait_for(timeout=30_000)
+        page.wait_for_timeout(8000)  # the charts draw
+        page.screenshot(path=str(shots / 'board_scalars.png'))
+        page.goto(url + '#images', timeout=120_000)
+        card = page.locator('tf-image-loader', has_text='two/logs').filter(has_text='preview/IMG_').first
+        card.wait_for(timeout=120_000)
+        image = card.locator('img').first
+        image.wait_for(timeout=60_000)
+        src = image.get_attribute('src')
+        assert _blob(src)[1:4] == ['two/logs', _blob(src)[2], 1] and _blob(src)[2].startswith('preview/IMG_')  # the last epoch shown first
+        card.locator('paper-slider').first.focus(); page.keyboard.press('Home')
+        page.wait_for_function('([e, s]) => e.src !== s', arg=[image.element_handle(), src], timeout=60_000)
+        assert _blob(image.get_attribute('src'))[3] == 0  # the slider went back to the first epoch
+        page.screenshot(path=str(shots / 'board_images.png'))
+        assert (shots / 'board_images.png').stat().st_size > 10_000

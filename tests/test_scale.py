@@ -8,6 +8,7 @@ from flair2.io import patch_index
 from flair2.saved import load_model
 from flair2.inference import evaluate
 from flair2.metrics import scores
+from flair2.track import read_scalars
 
 FLAIR2 = str(Path(sys.executable).parent / 'flair2')
 SMALL = ['-s', 'bs', '2', '-s', 's2.size', '16', '-s', 's2.bins', '4', '-s', 'net.s2_dim', '16', '-s', 'net.width', '32']
@@ -46,8 +47,12 @@ def test_data_parallel_on_two_cpu_processes(tiny, tmp_path, free_port):
     idx = patch_index(tiny)
     pp = evaluate(model, idx[idx.id.isin(conf['valid_ids'])], tta=1, device='cpu')
     assert len(pp) == len(conf['valid_ids']) and abs(scores(pp)['miou'] - conf['metrics']['miou']) < 1e-6
-    files = sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file())
-    assert files == ['ckpt/ckpt.json', 'ckpt/ckpt.pth', 'ckpt/made.json', 'ckpt/stats.json', 'config.json', 'model.safetensors']
+    files = sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file() and 'tfevents' not in p.name)
+    assert files == ['ckpt/ckpt.json', 'ckpt/ckpt.pth', 'ckpt/made.json', 'ckpt/stats.json', 'config.json', 'logs/previews.json', 'model.safetensors']
+    assert len(list((out / 'logs').glob('events.out.tfevents.*'))) == 1  # rank 0 alone logs
+    sc = read_scalars(out / 'logs')
+    steps = sc[sc.tag == 'step/train_loss'].step.tolist()
+    assert steps == list(range(len(steps))) and len(steps) % 2 == 0 and sc[sc.tag == 'epoch/valid_miou'].step.tolist() == [0, 1]
 
 
 @pytest.mark.slow
@@ -62,12 +67,20 @@ def test_training_killed_mid_epoch_resumes(tiny, tmp_path):
     p.send_signal(signal.SIGKILL); p.wait()
     done = json.loads(ck.read_text())['epoch']       # the last epoch whose checkpoint is complete
     assert p.returncode == -signal.SIGKILL and done < epochs - 1 and not (out / 'model.safetensors').exists()
+    from torch.utils.tensorboard import SummaryWriter  # a kill after the logs of an epoch but before its checkpoint, planted:
+    w = SummaryWriter(str(out / 'logs')); w.add_scalar('epoch/valid_miou', -1., done + 1); w.add_scalar('step/train_loss', -1., 10 ** 6); w.close()
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming from the checkpoint after epoch {done}" in r.stdout
     history = json.loads(ck.read_text())['history']
     assert [h['epoch'] for h in history] == list(range(epochs))  # every epoch once: the killed one redone, none lost before it
     assert json.loads((out / 'config.json').read_text())['metrics']['epoch'] == epochs - 1
+    sc = read_scalars(out / 'logs')                  # TensorBoard shows every epoch once: no gap, no repeat, nothing planted left
+    miou = sc[sc.tag == 'epoch/valid_miou']
+    assert miou.step.tolist() == list(range(epochs)) and (miou.value >= 0).all()
+    assert sorted(miou.value.round(6)) == sorted(round(h['miou'], 6) for h in history)
+    steps = sc[sc.tag == 'step/train_loss'].step.tolist()
+    assert sorted(steps) == list(range(len(steps))) and len(steps) % epochs == 0
 
 
 @pytest.fixture(scope='module')
