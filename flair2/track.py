@@ -268,19 +268,28 @@ class Track(Callback):
     def before_epoch(self):
         self.began, self.losses, self.lrs, self.seen = False, [], [], 0
         if torch.cuda.is_available() and torch.cuda.is_initialized(): torch.cuda.reset_peak_memory_stats()
+    def _guarded(self, step):
+        "Run one of the callback's own steps; an error there is one warning and the end of tracking, never of training."
+        try: step()
+        except Exception as e:
+            warnings.warn(f"tracking stopped for {self.run_name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            self.active = False; self.close()
     def before_train(self):
-        if self.active and not self.opened: self._open()  # at the first epoch trained: the loaders are as this fit reads them
+        if self.active and not self.opened: self._guarded(self._open)  # at the first epoch trained: the loaders are as this fit reads them
         self.began, self.t0 = True, time.perf_counter()
     def after_batch(self):
         if not (self.active and self.training): return
         self.losses.append(self.learn.loss.detach()); self.lrs.append([h['lr'] for h in self.opt.hypers]); self.seen += find_bs(self.yb)
     def before_validate(self): self.t_train = time.perf_counter() - self.t0
     def after_epoch(self):
-        if not (self.active and self.began and self.logs): return
+        if self.active and self.began and self.logs: self._guarded(self._log_epoch)
+    def _log_epoch(self):
+        "Write the epoch's steps, its scalars and its previews."
         t = time.perf_counter()
         e = self.last_epoch = self.offset + self.epoch
-        groups = ('encoder', 'rest') if len(self.lrs[0]) == 2 else tuple(f"group{i}" for i in range(len(self.lrs[0])))
-        for i, (l, lrs) in enumerate(zip(torch.stack(self.losses).float().cpu().tolist(), self.lrs)):
+        n = len(self.lrs[0]) if self.lrs else 0
+        groups = ('encoder', 'rest') if n == 2 else tuple(f"group{i}" for i in range(n))
+        for i, (l, lrs) in enumerate(zip(torch.stack(self.losses).float().cpu().tolist() if self.losses else [], self.lrs)):
             self._safely('scalars', {'step/train_loss': l, **{f"step/lr_{g}": lr for g, lr in zip(groups, lrs)}}, e * self.batches + i)
         names = self.recorder.metric_names[1:-1] if self.recorder.add_time else self.recorder.metric_names[1:]
         rec = dict(zip(names, map(float, self.learn.final_record)))
@@ -313,14 +322,16 @@ class Track(Callback):
     def finish(self, metrics:dict # the final validation metrics (`miou`, `valid_loss`, ...)
               ):
         "Log the confusion matrix, the hyper-parameters with the final metrics, and close the trackers."
-        if not self.logs: return
+        if self.logs: self._guarded(lambda: self._finish(metrics))
+        self.close()
+    def _finish(self, metrics):
+        "The confusion figure and the hyper-parameters with the final metrics."
         last = self.last_epoch
         if self.cm is not None:
             fig = plot_confusion(self.cm, title=f"{self.run_name}: validation confusion (row-normalised %)")
             self._safely('figure', 'valid/confusion', fig, last); plt.close(fig)
         final = {f"final/{'valid_miou' if k == 'miou' else k}": float(v) for k, v in metrics.items() if k in ('miou', 'valid_loss')}
         self._safely('hparams', flat_settings(self.cfg), final)
-        self.close()
     def close(self):
         "Close the trackers (a run that fails still leaves what it logged)."
         if self.logs: self._safely('close')

@@ -85,6 +85,26 @@ def test_a_failing_tracker_is_one_warning_and_changes_nothing(tiny, tmp_path, mo
     _same_model(tmp_path / 'off', tmp_path / 'a'); _same_model(tmp_path / 'off', tmp_path / 'b')
 
 
+def test_tracking_own_failure_or_an_empty_epoch_never_stops_training(tiny, tmp_path, monkeypatch):
+    """An epoch without a training batch (fewer patches than a batch, as a small real tile gives) is logged without its
+    steps; an error in the callback's own work (here drawing the previews) is one warning, and the weights are unchanged."""
+    idx = patch_index(tiny)
+    big = dict(SMALL, bs=16)  # more than the training patches: no full batch, no step
+    learn = train(idx, TrainConfig(epochs=1, **big), tmp_path / 'empty', progress=False)
+    assert len(learn.dls.train) == 0
+    sc = read_scalars(tmp_path / 'empty' / 'logs')
+    assert 'step/train_loss' not in set(sc.tag) and sc[sc.tag == 'epoch/valid_miou'].step.tolist() == [0]
+    train(idx, TrainConfig(epochs=2, **SMALL, tracker='none'), tmp_path / 'off', progress=False)
+    def boom(*a): raise ValueError('cannot draw\nmore')
+    monkeypatch.setattr(track, 'preview_strip', boom)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        train(idx, TrainConfig(epochs=2, **SMALL), tmp_path / 'on', progress=False)
+    msgs = [str(x.message) for x in w if 'tracking' in str(x.message)]
+    assert msgs == [f"tracking stopped for {tmp_path / 'on'}: ValueError: cannot draw"], msgs
+    _same_model(tmp_path / 'off', tmp_path / 'on')
+
+
 def test_lr_find_logs_nothing(tiny, tmp_path):
     """A `Track` left on a Learner is silent during `lr_find`."""
     cfg = TrainConfig(**SMALL)
