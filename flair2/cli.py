@@ -5,7 +5,7 @@
 # %% ../nbs/17_cli.ipynb #5b84980d
 from __future__ import annotations
 from .chain import *  # first: it quiets fastai's import-time notice before anything imports fastai
-import argparse, json, os, shutil, subprocess, sys, time, warnings
+import argparse, json, os, shutil, sys, time, warnings
 import pandas as pd
 import flair2
 from dataclasses import fields, MISSING, is_dataclass
@@ -264,7 +264,7 @@ def _board_command(a) -> list:
 def _cmd_board(a):
     cmd = _board_command(a)
     print(f"{a.tracker} on http://127.0.0.1:{a.port}/ over {a.dir or outputs_dir()} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(cmd)
+    os.execv(cmd[0], cmd)  # the server replaces this process: a signal to `flair2 board` reaches it, and none is left behind
 
 # %% ../nbs/17_cli.ipynb #ef3a0644
 def _p_predict(sub, par):
