@@ -19,7 +19,7 @@ from .data import flair_dls, domain_splitter, random_splitter
 from .metrics import MIoU
 from .model import prepare_net, join_process_group, NetConfig, Accel
 from .sentinel import S2Config
-from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder, tracker_list
+from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder, tracker_list, NO_EFFECT
 from .track import Track, log_folder
 
 # %% auto #0
@@ -262,7 +262,7 @@ def train_record(index:pd.DataFrame, # a `patch_index`
                 ) -> dict:
     "What a training run's results depend on: its settings and a signature of its labelled train patches."
     rows = index[(index['split'] == 'train') & index['msk'].notna()]
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ('num_workers', 'tracker', 'track_dir', 'previews')}  # none changes a number
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in NO_EFFECT}
     settings['s2_cache'] = bool(cfg.s2_cache)
     rec = dict(settings=settings, data=dict(**ids_record(rows['id']), patch=patch_geometry(rows)))
     return json.loads(json.dumps(rec))  # as `made.json` reads back (tuples as lists), so that equal records compare equal

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from safetensors import safe_open
 from .core import *
-from .saved import TrainConfig, upgrade_config, find_models
+from .saved import TrainConfig, upgrade_config, find_models, NO_EFFECT
 from .track import flat_settings
 
 # %% auto #0
@@ -69,7 +69,7 @@ def run_row(folder,         # a model folder
     return {**row, 'settings': flat_settings(cfg)}
 
 # %% ../nbs/13b_runs.ipynb #2eeb0064
-QUIET = ('seed', 'num_workers', 'tracker', 'track_dir', 'previews', 's2_cache')  # settings that are never a difference between runs
+QUIET = ('seed', *NO_EFFECT, 's2_cache')  # settings that are never a difference between runs (the seed has its own column)
 
 def compare(*dirs,            # folders holding trained models (runs, grids, `outputs/`)
             sort='valid_miou', # the column to sort by, best first

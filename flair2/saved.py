@@ -18,8 +18,9 @@ from .data import S2Loader, S2Cache, NoS2
 from .model import FlairNet, NetConfig, Accel
 
 # %% auto #0
-__all__ = ['TRACKERS', 'FORMAT', 'tracker_list', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_side', 'export_model',
-           'seed_folder', 'find_models', 'find_model', 'upgrade_config', 'SavedModel', 'load_model', 'split_rows']
+__all__ = ['TRACKERS', 'NO_EFFECT', 'FORMAT', 'tracker_list', 'TrainConfig', 'class_weights', 'patch_geometry', 'patch_side',
+           'export_model', 'seed_folder', 'find_models', 'find_model', 'upgrade_config', 'SavedModel', 'load_model',
+           'split_rows']
 
 # %% ../nbs/09_saved.ipynb #bed941c7
 TRACKERS = ('tensorboard', 'wandb', 'mlflow')  # the experiment trackers a training run can log to
@@ -106,6 +107,9 @@ class TrainConfig:
         "A new network of these settings, its Sentinel-2 input bands those of `s2.bands`."
         return FlairNet(self.mode, self.net if pretrained else replace(self.net, pretrained=None), s2_bands=len(band_indices(self.s2.bands, S2_BANDS)),
                         bins=self.s2.bins, patch_m=footprint_m or patch_side(None), aux=self.aux_weight > 0)
+
+# %% ../nbs/09_saved.ipynb #15e9fcd6
+NO_EFFECT = ('num_workers', 'tracker', 'track_dir', 'previews')  # settings that change no number of a run (workers, where and what it logs)
 
 # %% ../nbs/09_saved.ipynb #b8ead060
 def class_weights(other_weight=0. # loss weight of class 12 "other"

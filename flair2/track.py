@@ -130,7 +130,7 @@ class TensorBoardLog:
         from torch.utils.tensorboard import SummaryWriter
         Path(folder).mkdir(parents=True, exist_ok=True)
         trim_events(folder, epoch, batches)
-        self.w, self.cfg = SummaryWriter(str(folder), flush_secs=30), cfg
+        self.w = SummaryWriter(str(folder), flush_secs=30)
     def scalars(self, values:dict, step:int):
         for k, v in values.items(): self.w.add_scalar(k, v, step)
     def images(self, images:dict, step:int, label=None):
@@ -160,15 +160,16 @@ class WandbLog:
                               settings=wandb.Settings(console='off', silent=True, x_disable_stats=True))
         self.run.define_metric('epoch'); self.run.define_metric('epoch/*', step_metric='epoch'); self.run.define_metric('iou/*', step_metric='epoch')
         self.batches, self.last = batches, -1
+    def _at(self, epoch:int) -> int: return max(self.last, (epoch + 1) * self.batches - 1)  # an epoch's values: at its last step
     def scalars(self, values:dict, step:int):
-        if any(k.startswith(('epoch/', 'iou/')) for k in values):  # epoch values: at the epoch's last step, with its x-axis
-            self.run.log({'epoch': step, **values}, step=max(self.last, (step + 1) * self.batches - 1))
+        if any(k.startswith(('epoch/', 'iou/')) for k in values):  # epoch values, with their x-axis
+            self.run.log({'epoch': step, **values}, step=self._at(step))
         else: self.run.log(values, step=step); self.last = step
     def images(self, images:dict, step:int, label=None):
         ims = {k: self.wandb.Image(v[0], masks={'label': {'mask_data': v[1], 'class_labels': CLASS_LABELS},
                                                 'prediction': {'mask_data': v[2], 'class_labels': CLASS_LABELS}}) for k, v in (label or {}).items()}
-        self.run.log({'epoch': step, **ims}, step=max(self.last, (step + 1) * self.batches - 1))
-    def figure(self, name:str, fig, step:int): self.run.log({name: self.wandb.Image(fig)}, step=max(self.last, (step + 1) * self.batches - 1))
+        self.run.log({'epoch': step, **ims}, step=self._at(step))
+    def figure(self, name:str, fig, step:int): self.run.log({name: self.wandb.Image(fig)}, step=self._at(step))
     def text(self, name:str, text:str): pass  # the settings are the run's config
     def hparams(self, hp:dict, metrics:dict): self.run.summary.update(metrics)
     def flush(self): pass
@@ -191,7 +192,6 @@ class MlflowLog:
         self.id = idf.read_text().strip() if epoch and idf.exists() else self.c.create_run(eid, run_name=name).info.run_id
         idf.write_text(self.id)
         if not epoch: self.c.log_batch(self.id, params=[Param(k, str(v)[:6000]) for k, v in flat_settings(cfg).items()])
-        self.uri = uri
     def scalars(self, values:dict, step:int):
         from mlflow.entities import Metric
         t = int(time.time() * 1000)
@@ -214,6 +214,8 @@ def rng_kept():
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try: yield
     finally: random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
+
+def _line(e) -> str: return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"  # an error in one line
 
 def _peak_rss_mb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -239,7 +241,7 @@ class Track(Callback):
         for kind, log in list(self.logs.items()):
             try: getattr(log, what)(*args, **kwargs)
             except Exception as e:
-                warnings.warn(f"{kind} tracking stopped for {self.run_name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                warnings.warn(f"{kind} tracking stopped for {self.run_name}: {_line(e)}")
                 self.logs.pop(kind, None)
     def before_fit(self):
         self.active = not rank_distrib() and not hasattr(self.learn, 'lr_finder') and bool(tracker_list(self.cfg.tracker))
@@ -248,7 +250,7 @@ class Track(Callback):
         self.opened, self.batches, self.logs = True, train_batches(self.dl), {}  # the step of `step/…` values
         for kind in tracker_list(self.cfg.tracker):
             try: self.logs[kind] = TRACKER_LOGS[kind](self.folder, self.cfg, self.run_name, self.start, self.batches)
-            except Exception as e: warnings.warn(f"{kind} tracking off for {self.run_name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            except Exception as e: warnings.warn(f"{kind} tracking off for {self.run_name}: {_line(e)}")
         with rng_kept(): self._previews()
         if not self.start: self._safely('text', 'settings', '    ' + json.dumps(self.cfg.to_dict(), indent=1).replace('\n', '\n    '))
         self.spent['open'] += time.perf_counter() - t
@@ -272,7 +274,7 @@ class Track(Callback):
         "Run one of the callback's own steps; an error there is one warning and the end of tracking, never of training."
         try: step()
         except Exception as e:
-            warnings.warn(f"tracking stopped for {self.run_name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            warnings.warn(f"tracking stopped for {self.run_name}: {_line(e)}")
             self.active = False; self.close()
     def before_train(self):
         if self.active and not self.opened: self._guarded(self._open)  # at the first epoch trained: the loaders are as this fit reads them
