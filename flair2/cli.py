@@ -18,7 +18,9 @@ from .check import check_tree, preflight, is_warning
 from .metrics import scores, per_domain
 from .model import PRECISIONS
 from .saved import TrainConfig, load_model, split_rows
-from .inference import TTA_OPS, InferConfig, load_ensemble, evaluate
+from .inference import TTA_OPS, InferConfig, load_ensemble, ensemble_file, evaluate
+from .fit import FitConfig, fit_ensemble, fit_sentence
+from .pseudo import pseudo_note
 from .predict import PredictConfig, predict, score_predictions, pred_folder
 from .scenes import scene_list, S2Series, elevation_band
 from .maps import MapConfig, map_scene
@@ -182,6 +184,8 @@ def _score_test(index, folders, out, cfg:InferConfig) -> float:
     rows = split_rows(index, 'test', ens); rows = rows[rows['msk'].notna()]
     if not len(rows): raise ValueError('--test: the dataset has no labelled test patches')
     made = dict(models=[m['sha256'] for m in ens.members], patches=len(rows))
+    note = pseudo_note(ens, rows)
+    if note: print(f"note: {Path(folders[0]).name} was {note}", file=sys.stderr)
     if not _scored(out, made):
         sc = scores(evaluate(ens, rows, cfg))
         write_json(out, dict(split='test', miou=sc['miou'], iou=sc['iou'], tta=cfg.tta, **made))
@@ -305,6 +309,8 @@ def _cmd_evaluate(a):
         rows = rows[rows['msk'].notna()]
         if not len(rows): raise ValueError(f"no labelled patches in split {a.split!r} to evaluate on")
         if not a.no_check: preflight(rows)
+        note = pseudo_note(model, rows)
+        if note: print(f"note: the model was {note}", file=sys.stderr)
         pp = evaluate(model, rows, cfg)
     sc, outside = scores(pp), int(pp['outside'].sum()) if a.pred else 0
     if outside: print(f"note: {(pp['outside'] > 0).sum()} PRED file(s) hold {outside:,} pixels outside the classes 0..12 (first {pp.loc[pp['outside'] > 0, 'patch'].iloc[0]}); "
@@ -316,6 +322,42 @@ def _cmd_evaluate(a):
                                        pred=str(pred_folder(a.pred).resolve()) if a.pred else None, pred_outside_pixels=outside if a.pred else None,
                                        models=model.members if model is not None else None, per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
     return 0
+
+# %% ../nbs/17_cli.ipynb #e5e1f001
+def _p_ensemble(sub, par):
+    e = add_settings(sub.add_parser('ensemble', parents=[par['data'], par['nocheck']],
+                                    help='fit an ensemble on validation (members and weights maximising the official mIoU), or show an ensemble file'), FitConfig)
+    e.add_argument('file', help='the ensemble file (.json) to write with --fit, or to show')
+    e.add_argument('--fit', action='store_true', help='fit it: choose members and weights among the --model candidates on the validation patches all of them held out')
+    e.add_argument('--model', action='append', help='a candidate: model folder, folder of seeds (each seed a candidate) or run folder; repeated')
+    e.add_argument('--mode', choices=('aerial', 'sentinel', 'fused'), help=f'which model of a run folder (default: {TrainConfig.mode})')
+    e.add_argument('--test', action='store_true', help='also score the fitted ensemble, the equal-weight one and each candidate on the test split (kept in the file)')
+    e.set_defaults(fn=_cmd_ensemble)
+
+def _cmd_ensemble(a):
+    if not a.fit:
+        rec = ensemble_file(a.file)
+        if rec is None: raise FlairFormatError(a.file, 'not an ensemble file (fit one with --fit --model A --model B ...)')
+        print(fit_sentence(rec) if 'fit' in rec else f"{len(rec['members'])} member(s), weights given by hand")
+        return 0
+    if not a.model or len(a.model) < 1: raise ValueError('flair2 ensemble --fit needs candidates: --model A --model B ...')
+    cands, index, cfg = load_ensemble(a.model, mode=a.mode or TrainConfig.mode), _index(a), settings(a, FitConfig)
+    if not a.no_check: preflight(index[index['id'].isin(set().union(*[set(m.valid_ids) for m in cands.models]))], s2=cands.needs_s2)
+    rec = fit_ensemble(cands, index, a.file, cfg)  # written at once, when fitted
+    print(fit_sentence(rec))
+    if a.test:
+        rows = index[(index['split'] == 'test') & index['msk'].notna()]
+        if not len(rows): raise ValueError('--test: the dataset has no labelled test patches')
+        got = lambda e: scores(evaluate(e, rows, cfg))['miou']
+        fitted, equal = got(load_ensemble(a.file)), got(cands)
+        single = {Path(m.folder).name: got(m) for m in cands.models}
+        rec['test'] = dict(patches=len(rows), miou=round(fitted, 6), miou_equal=round(equal, 6), single={k: round(v, 6) for k, v in single.items()})
+        write_json(a.file, rec)
+        best = max(single, key=single.get)
+        print(f"Test ({len(rows)} patches, TTA {cfg.tta}): fitted {fitted:.4f}, equal weights {equal:.4f}, best single ({best}) {single[best]:.4f}.")
+    print(f"ensemble in {a.file}: give it as --model to predict, evaluate, map and the viewer")
+    return 0
+
 
 # %% ../nbs/17_cli.ipynb #6186cb61
 def _p_map(sub, par):
@@ -412,7 +454,7 @@ def _cmd_bench(a):
     return 0
 
 # %% ../nbs/17_cli.ipynb #3e875220
-COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_runs, _p_board, _p_predict, _p_evaluate, _p_map, _p_elevation, _p_bench)  # each adds one subcommand
+COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_runs, _p_board, _p_predict, _p_evaluate, _p_ensemble, _p_map, _p_elevation, _p_bench)  # each adds one subcommand
 
 def build_parser() -> argparse.ArgumentParser:
     "The `flair2` argument parser."

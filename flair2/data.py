@@ -97,8 +97,9 @@ class S2Cache:
 # %% ../nbs/07_data.ipynb #6639f1b2
 def load_mask(row # an index row with a mask
              ) -> TensorMask:
-    "The 13-class mask of an index row (uint8 class indices 0..12)."
-    return TensorMask(torch.from_numpy(read_mask(row['msk'])))
+    "The 13-class mask of an index row (uint8 class indices 0..12; `IGNORE` where a pseudo-label mask has no label)."
+    p = row.get('pseudo', False)  # a pseudo-labelled row (`flair2.pseudo`): its mask may leave pixels without a label
+    return TensorMask(torch.from_numpy(read_mask(row['msk'], unlabelled=isinstance(p, (bool, np.bool_)) and bool(p))))
 
 # %% ../nbs/07_data.ipynb #6ae47909
 def d4(x:torch.Tensor, # tensor whose last two axes are H×W

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_inference.ipynb #5090ba3d
 from __future__ import annotations
-import time
+import json, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -18,8 +18,9 @@ from .model import Accel, prepare_net, autocast
 from .saved import SavedModel, TrainConfig, class_weights, export_model, load_model, find_models
 
 # %% auto #0
-__all__ = ['TTA_OPS', 'InferConfig', 'Ensemble', 'as_ensemble', 'load_ensemble', 'd4_inverse', 'tta_probs', 'ensemble_probs',
-           'Predictor', 'as_predictor', 'evaluate', 'predict_arrays', 'pick_tta', 'time_tta']
+__all__ = ['TTA_OPS', 'ENSEMBLE_FORMAT', 'InferConfig', 'Ensemble', 'as_ensemble', 'ensemble_file', 'read_ensemble',
+           'load_ensemble', 'd4_inverse', 'tta_probs', 'ensemble_probs', 'Predictor', 'as_predictor', 'evaluate',
+           'predict_arrays', 'pick_tta', 'time_tta']
 
 # %% ../nbs/10_inference.ipynb #e2831652
 TTA_OPS = {1: (0,), 2: (0, 4), 4: (0, 4, 2, 6), 8: tuple(range(8))}  # D4 operations per TTA level (see `flair2.data.d4`)
@@ -41,19 +42,33 @@ class InferConfig:
 
 # %% ../nbs/10_inference.ipynb #70433148
 class Ensemble:
-    "Saved models whose class probabilities are averaged with `weights` (normalised to sum to 1); one model is an ensemble of one."
+    "Saved models whose class probabilities are averaged with `weights` (normalised to sum to 1), optionally per class; one model is an ensemble of one."
     def __init__(self,
-                 models:list,      # `SavedModel`s
-                 weights=None):    # one weight per model (None: equal)
+                 models:list,       # `SavedModel`s
+                 weights=None,      # one weight per model (None: equal)
+                 class_weights=None,# one weight per model and class (models × 13; each class's column normalised), or None
+                 source=None):      # the ensemble file it was read from (`ENSEMBLE_FORMAT`), if any
         if not models: raise ValueError('an ensemble needs at least one model')
         weights = [1.] * len(models) if weights is None else [float(w) for w in weights]
         if len(weights) != len(models): raise ValueError(f"{len(weights)} weights for {len(models)} models")
         if min(weights) < 0 or sum(weights) <= 0: raise ValueError(f"ensemble weights must be non-negative and not all 0, not {weights}")
-        self.models, self.weights = list(models), [w / sum(weights) for w in weights]
+        self.models, self.weights, self.source = list(models), [w / sum(weights) for w in weights], source
+        self.class_weights = None
+        if class_weights is not None:
+            cw = np.asarray(class_weights, np.float64)
+            if cw.shape != (len(models), N_CLASSES): raise ValueError(f"class weights must be {len(models)} × {N_CLASSES} (models × classes), not {'×'.join(map(str, cw.shape))}")
+            if (cw < 0).any() or (cw.sum(0) <= 0).any(): raise ValueError('class weights must be non-negative with every class weighed by some model')
+            self.class_weights = (cw / cw.sum(0)).tolist()
+    def vote(self) -> list:
+        "Each member's weight in the average: a number, or one per class (a 13-vector) when the ensemble has class weights."
+        if self.class_weights is None: return list(self.weights)
+        return [torch.tensor(c, dtype=torch.float32) for c in self.class_weights]
     @property
     def members(self) -> list:
         "Who votes, with what weight: recorded with every prediction and map."
-        return [dict(model=str(m.folder.resolve()), weight=round(w, 6), sha256=m.conf.get('sha256'), mode=m.mode, encoder=m.cfg.net.encoder) for m, w in zip(self.models, self.weights)]
+        return [dict(model=str(m.folder.resolve()), weight=round(w, 6), sha256=m.conf.get('sha256'), mode=m.mode, encoder=m.cfg.net.encoder,
+                     **({'class_weights': [round(x, 6) for x in self.class_weights[i]]} if self.class_weights is not None else {}))
+                for i, (m, w) in enumerate(zip(self.models, self.weights))]
     @property
     def first(self) -> SavedModel: return self.models[0]
     @property
@@ -80,7 +95,7 @@ class Ensemble:
         g = next((g for g in geo if g), FLAIR_PATCH)
         return int(window or g['size']), float(pixel_size or g['pixel_size'])
     def __len__(self): return len(self.models)
-    def __repr__(self): return f"Ensemble({', '.join(f'{m.folder.name}×{w:.2f}' for m, w in zip(self.models, self.weights))})"
+    def __repr__(self): return f"Ensemble({', '.join(f'{m.folder.name}×{w:.2f}' for m, w in zip(self.models, self.weights))}{', per class' if self.class_weights else ''})"
 
 # %% ../nbs/10_inference.ipynb #0c4f7d3e
 def as_ensemble(model:SavedModel|Ensemble # a model, or an ensemble
@@ -89,13 +104,45 @@ def as_ensemble(model:SavedModel|Ensemble # a model, or an ensemble
     return model if isinstance(model, Ensemble) else Ensemble([model])
 
 # %% ../nbs/10_inference.ipynb #72cf8f89
-def load_ensemble(paths,       # model folders, seed folders (`seed<k>/` each a model) or run folders; a single path too
+ENSEMBLE_FORMAT = 'flair2-ensemble/1'  # the `format` of an ensemble file (`flair2 ensemble --fit` writes one)
+
+def ensemble_file(path) -> dict|None:
+    "The contents of an ensemble file at `path` (None when `path` is not one: a folder, or another file)."
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != '.json': return None
+    try: d = json.loads(p.read_text())
+    except (OSError, ValueError) as e: raise FlairFormatError(p, f"not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get('format') != ENSEMBLE_FORMAT: raise FlairFormatError(p, f"not a flair2 ensemble file (its format is not {ENSEMBLE_FORMAT})")
+    if not isinstance(d.get('members'), list) or not d['members'] or not all(isinstance(m, dict) and 'model' in m for m in d['members']):
+        raise FlairFormatError(p, 'an ensemble file needs a list of members, each with its model folder')
+    return d
+
+def read_ensemble(path,       # an ensemble file (`ENSEMBLE_FORMAT`)
+                  device='cpu'# where the networks go
+                 ) -> Ensemble:
+    "The ensemble an ensemble file describes: its members loaded and checked against the checksums it recorded."
+    d, p = ensemble_file(path), Path(path)
+    models = []
+    for m in d['members']:
+        f = Path(m['model']) if Path(m['model']).is_absolute() else p.parent / m['model']
+        try: sm = load_model(f, device=device)
+        except FlairFormatError as e: raise FlairFormatError(p, f"member {m['model']} cannot be loaded ({e})") from None
+        if m.get('sha256') and sm.conf.get('sha256') != m['sha256']: raise FlairFormatError(p, f"member {f} holds another model than the one fitted (its checksum differs): fit the ensemble again")
+        models.append(sm)
+    cw = [m['class_weights'] for m in d['members']] if all('class_weights' in m for m in d['members']) else None
+    return Ensemble(models, [m.get('weight', 1.) for m in d['members']], cw, source=str(p.resolve()))
+
+def load_ensemble(paths,       # model folders, seed folders (`seed<k>/` each a model), run folders or ensemble files; a single path too
                   weights=None,# one weight per path, shared equally by its seeds (None: equal per model)
                   mode='fused',# which model of a run folder
                   device='cpu' # where the networks go
                  ) -> Ensemble:
-    "The models `paths` name (every seed of a seeds folder), as one ensemble."
+    "The models `paths` name (every seed of a seeds folder), as one ensemble; one ensemble file is that ensemble."
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files = [p for p in paths if ensemble_file(p) is not None]
+    if files:
+        if len(paths) > 1 or weights is not None: raise ValueError(f"{files[0]}: an ensemble file is a whole ensemble, with its own weights: give it alone, without --weights")
+        return read_ensemble(files[0], device)
     if weights is not None and len(weights) != len(paths): raise ValueError(f"{len(weights)} weights for {len(paths)} model paths (one weight per --model)")
     found = [find_models(p, mode) for p in paths]
     w = None if weights is None else [float(wt) / len(fs) for wt, fs in zip(weights, found) for _ in fs]
@@ -128,15 +175,16 @@ def tta_probs(net,    # the network
 @torch.no_grad()
 def ensemble_probs(nets:list,    # the members' networks
                    xs:list,      # each member's (aerial, Sentinel-2) batch
-                   weights:list, # each member's weight (summing to 1)
+                   weights:list, # each member's weight (summing to 1), or one per class (13-vectors whose columns sum to 1)
                    n=1           # TTA level
                   ) -> torch.Tensor:
-    "Class probabilities averaged over the members (weighted) and over the `n` D4 operations of TTA."
+    "Class probabilities averaged over the members (weighted, per class when the weights are vectors) and over the `n` D4 operations of TTA."
     acc = None
     for net, (xa, xs2), w in zip(nets, xs, weights):
-        p = tta_probs(net, xa, xs2, n) * w
+        p = tta_probs(net, xa, xs2, n)
+        p = p * (w.to(p.device).view(1, -1, 1, 1) if isinstance(w, torch.Tensor) else w)
         acc = p if acc is None else acc + p
-    return acc
+    return acc / acc.sum(1, keepdim=True).clamp_min(1e-12) if isinstance(weights[0], torch.Tensor) else acc
 
 # %% ../nbs/10_inference.ipynb #5d8a3e61
 class Predictor:
@@ -179,7 +227,7 @@ class Predictor:
     def probs(self, aerial, s2=(), valid=None, tta:int|None=None) -> torch.Tensor:
         "B×13×H×W class probabilities of the ensemble, averaged over the D4 operations of `tta` (None: the settings')."
         with autocast(self.cfg.accel, self.device):
-            return ensemble_probs(self.nets, self.inputs(aerial, s2, valid), self.weights, tta or self.cfg.tta).float()
+            return ensemble_probs(self.nets, self.inputs(aerial, s2, valid), self.model.vote(), tta or self.cfg.tta).float()
     @torch.no_grad()
     def log_probs(self, aerial, s2=(), tta:int|None=None) -> torch.Tensor:
         "Log class probabilities; for one model without TTA, its log-softmax: the loss it was trained with."

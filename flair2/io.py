@@ -235,19 +235,22 @@ def read_aerial(path,      # an `IMG_*.tif`
         return _read(src, path, [i + 1 for i in idx]), _profile(src)
 
 def check_labels(m:np.ndarray, # raw label values
-                 path          # the file they come from (named in the error)
+                 path,         # the file they come from (named in the error)
+                 unlabelled=False # 0 allowed too: a pixel without a label (pseudo-label masks, `flair2.pseudo`)
                 ) -> np.ndarray:
     "`m` unchanged when every value is in 1..19; otherwise an error naming the file and the values (two reductions, no sort)."
-    if m.size and (m.min() < 1 or m.max() > 19):
-        bad = np.setdiff1d(np.unique(m), np.arange(1, 20))
+    lo = 0 if unlabelled else 1
+    if m.size and (m.min() < lo or m.max() > 19):
+        bad = np.setdiff1d(np.unique(m), np.arange(lo, 20))
         raise FlairFormatError(path, f"label values outside 1..19: {bad.tolist()[:10]}")
     return m
 
 def read_mask(path,          # a `MSK_*.tif`
-              classes13=True # map to the 13 scored classes (False: the raw values 1..19)
+              classes13=True,# map to the 13 scored classes (False: the raw values 1..19)
+              unlabelled=False # 0 allowed (a pseudo-label mask's pixels without a label: `IGNORE` in 13 classes)
              ) -> np.ndarray:
     """Read a `MSK_*.tif` (values 1..19) as H×W uint8, mapped to the 13 scored classes unless `classes13=False`."""
-    m = check_labels(read_pixels(path, 'mask')[0], path)
+    m = check_labels(read_pixels(path, 'mask')[0], path, unlabelled)
     return to13(m) if classes13 else m
 
 # %% ../nbs/03_io.ipynb #70ea43fd

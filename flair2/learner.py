@@ -15,18 +15,21 @@ from fastai.distributed import DistributedTrainer, DistributedDL
 import torch.distributed as dist
 import matplotlib.pyplot as plt
 from .core import *
-from .data import flair_dls, domain_splitter, random_splitter
+from .data import flair_dls, domain_splitter, random_splitter, NormalizeMM
 from .metrics import MIoU
-from .model import prepare_net, join_process_group, NetConfig, Accel
+from .model import prepare_net, join_process_group, NetConfig, Accel, pretrained_report
 from .sentinel import S2Config
 from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder, tracker_list, NO_EFFECT
 from .track import Track, log_folder
+from .inference import InferConfig, load_ensemble
+from .pseudo import pseudo_rows, scored_overlap, check_protocol, write_pseudo
 
 # %% auto #0
-__all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'build_learner',
-           'ChannelsLastAerial', 'run_state', 'restore_run', 'Checkpoint', 'read_checkpoint', 'resume_state',
-           'fits_checkpoint', 'FlairDistributedDL', 'FlairDistributedTrainer', 'data_parallel', 'train_record', 'train',
-           'seed_runs', 'train_seeds', 'grid_key', 'grid_runs', 'lr_find_figure', 'plot_history']
+__all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'run_splitter',
+           'pseudo_splitter', 'with_pseudo', 'use_stats', 'build_learner', 'ChannelsLastAerial', 'run_state',
+           'restore_run', 'Checkpoint', 'read_checkpoint', 'resume_state', 'fits_checkpoint', 'FlairDistributedDL',
+           'FlairDistributedTrainer', 'data_parallel', 'train_record', 'train', 'seed_runs', 'train_seeds', 'grid_key',
+           'grid_runs', 'lr_find_figure', 'plot_history']
 
 # %% ../nbs/14_learner.ipynb #1656cf85
 class MaskedFocalLoss(nn.Module):
@@ -99,6 +102,53 @@ def flair_splitter(net:nn.Module # a `FlairNet`
     return [enc, [p for p in net.parameters() if id(p) not in ids]] if enc else [list(net.parameters())]
 
 # %% ../nbs/14_learner.ipynb #144bbf58
+def run_splitter(cfg:TrainConfig # the settings (`valid_by`, `valid_domains`, `valid_pct`, `seed`)
+                ):
+    "The fastai splitter of a run's labelled patches into training and validation."
+    return domain_splitter(cfg.valid_domains, cfg.valid_pct, cfg.seed) if cfg.valid_by == 'domain' else random_splitter(cfg.valid_pct, cfg.seed)
+
+def pseudo_splitter(splitter,  # the run's splitter of its labelled patches (`run_splitter`)
+                    mix=True   # the labelled training patches train too (False: the pseudo-labelled alone)
+                   ):
+    "A splitter leaving the validation side as `splitter` makes it from the labelled rows, the pseudo-labelled rows (`pseudo` True) on the training side."
+    def _inner(rows):
+        ps = rows['pseudo'].fillna(False).astype(bool).values
+        real = np.flatnonzero(~ps)
+        tr, va = splitter(rows.iloc[real].reset_index(drop=True))
+        train = ([int(real[i]) for i in tr] if mix else []) + np.flatnonzero(ps).tolist()
+        return L(sorted(train)), L(sorted(int(real[i]) for i in va))
+    return _inner
+
+def with_pseudo(index:pd.DataFrame, # a `patch_index`
+                cfg:TrainConfig,    # the settings (`pseudo_*`)
+                out                 # the model folder (pseudo-labels go to `out/pseudo/`)
+               ) -> tuple[pd.DataFrame, dict|None]:
+    "`index` with the pseudo-labelled patches `cfg` asks for on its training side, and their record (None without); rank 0 labels them."
+    if not cfg.pseudo_from: return index, None
+    rows = pseudo_rows(index, cfg.pseudo_on)
+    labelled = index[(index['split'] == 'train') & index['msk'].notna()].reset_index(drop=True)
+    overlap = scored_overlap(rows, index, labelled.iloc[list(run_splitter(cfg)(labelled)[1])]['id'])
+    check_protocol(overlap, cfg.pseudo_protocol)
+    label = lambda: write_pseudo(load_ensemble(cfg.pseudo_from, mode=cfg.mode), rows, Path(out) / 'pseudo', cfg.pseudo_conf,
+                                 InferConfig(tta=cfg.pseudo_tta, bs=cfg.bs, num_workers=cfg.num_workers, accel=cfg.accel))
+    if not rank_distrib(): got, rec = label()
+    distrib_barrier()
+    if rank_distrib(): got, rec = label()  # made by rank 0: read back
+    if not rec['kept']: raise ValueError(f"{Path(out) / 'pseudo'}: pseudo_conf {cfg.pseudo_conf:g} keeps no pixel of the {rec['patches']} pseudo-labelled patches (their top probabilities are lower): lower it")
+    record = dict(source=cfg.pseudo_from, on=cfg.pseudo_on, protocol=cfg.pseudo_protocol, mix=cfg.pseudo_mix, conf=cfg.pseudo_conf, tta=cfg.pseudo_tta,
+                  patches=rec['patches'], kept=rec['kept'], scored_overlap=overlap, members=rec['members'], made=rec['made'],
+                  ids=sorted(int(i) for i in rows.loc[rows['img'].isin(set(index['img'])), 'id']))  # the run's own patches (scored ones are noted when scored)
+    return pd.concat([index.assign(pseudo=False), got], ignore_index=True), record
+
+def use_stats(dls:DataLoaders, # the DataLoaders
+              stats:dict       # normalisation statistics (`compute_stats`' keys)
+             ) -> None:
+    "Normalise `dls`' batches by `stats` from now on (they are saved with the model)."
+    for dl in dls.loaders:
+        for tfm in dl.after_batch.fs:
+            if isinstance(tfm, NormalizeMM): tfm.__init__(stats)
+    dls.stats = stats
+
 def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train split is used)
                   cfg:TrainConfig,        # the settings
                   path='.',               # the Learner's folder
@@ -106,11 +156,15 @@ def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train 
                  ) -> Learner:
     "Seeded DataLoaders + model + loss + mIoU, as a fastai `Learner` writing under `path`."
     set_seed(cfg.seed, reproducible=True)
-    splitter = domain_splitter(cfg.valid_domains, cfg.valid_pct, cfg.seed) if cfg.valid_by == 'domain' else random_splitter(cfg.valid_pct, cfg.seed)
+    splitter = run_splitter(cfg)
+    if 'pseudo' in index: splitter = pseudo_splitter(splitter, cfg.pseudo_mix)
     dls = flair_dls(index, stats, bs=cfg.bs, num_workers=cfg.num_workers, s2=cfg.s2_loader(), splitter=splitter, augment=cfg.augment,
                     stats_items=cfg.stats_items)
     set_seed(cfg.seed, reproducible=True)
-    net = cfg.model(footprint_m=patch_side(patch_geometry(dls.train.items)))  # the patch's side in the Sentinel-2 crop, from its geometry
+    geo = patch_geometry(dls.train.items)
+    net = cfg.model(footprint_m=patch_side(geo), size_px=(geo or {}).get('size'))  # the patch's side in the Sentinel-2 crop, from its geometry
+    donor = (net.pretrained or {}).get('stats')  # a pretrained start that records how its inputs were normalised (IGN's FLAIR-INC)
+    if donor and cfg.net.pretrained_stats: use_stats(dls, {**dls.stats, **donor})
     init = init_from(net, cfg.init) if cfg.init else None
     net = prepare_net(net, cfg.accel, dls.device)
     learn = Learner(dls, net, loss_func=seg_loss(cfg), metrics=[MIoU()], wd=cfg.wd, path=path, model_dir='.', splitter=flair_splitter)
@@ -279,13 +333,14 @@ def train(index:pd.DataFrame,  # a `patch_index`
     out = Path(out); ck = out / 'ckpt'
     saved = read_checkpoint(ck) if resume else None
     start = saved['epoch'] + 1 if saved else 0
-    made = train_record(index, cfg)
+    join_process_group()  # under torchrun: now, so that the barriers below hold
+    index, pseudo = with_pseudo(index, cfg, out)  # pseudo-labelled patches join the training side
+    made = train_record(index, cfg) | ({'pseudo': pseudo['made']} if pseudo else {})
     if start:  # only the training that made the checkpoint continues it
         old = json.loads((ck / 'made.json').read_text()) if (ck / 'made.json').exists() else {}
         check_record(ck, old, made, 'this checkpoint was', 'train afresh with --restart (resume=False)')
         if not rank_distrib(): print(f"resuming from the checkpoint after epoch {start - 1} in {ck}")
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
-    join_process_group()  # under torchrun: now, so that the barriers below hold
     if not start and not rank_distrib():  # a fresh start: an older checkpoint goes, and this run's record is written first
         for f in ('ckpt.pth', 'ckpt.json'): (ck / f).unlink(missing_ok=True)
         write_json(ck / 'made.json', made)
@@ -301,6 +356,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop  # quiet: no bars, no per-epoch lines
     if not rank_distrib(): write_json(ck / 'stats.json', learn.dls.stats)
     learn.samples_per_rank, learn.resumed_epochs = None, start  # epochs that came from the checkpoint
+    if getattr(learn.model, "pretrained", None) and progress and not rank_distrib(): print(pretrained_report(learn.model.pretrained))
     frozen = cfg.freeze_epochs if len(flair_splitter(learn.model)) > 1 else 0  # a Sentinel-2-only model has no encoder to freeze
     lr = slice(cfg.lr * cfg.encoder_lr_mult, cfg.lr) if cfg.encoder_lr_mult != 1 else cfg.lr
     logs = log_folder(cfg, out) if tracker_list(cfg.tracker) else None
@@ -324,6 +380,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
         if track: track.close()
     extra = dict(distributed=dict(world_size=num_distrib(), samples_per_rank=learn.samples_per_rank)) if num_distrib() > 1 else {}
     if learn.init_record: extra['init'] = learn.init_record
+    if pseudo: extra['pseudo'] = {k: v for k, v in pseudo.items() if k != 'made'}
     extra['train_seconds'] = round(sum(_ckpt_json(ck).get('seconds', {}).values()), 1)
     if logs and logs.is_dir(): extra['logs'] = str(logs)  # (a tracker that could not start left none)
     if not rank_distrib(): export_model(learn.model, cfg, out, learn.dls.stats, learn.dls.valid.items, learn.final_metrics, extra)

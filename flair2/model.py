@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_model.ipynb #e38df983
 from __future__ import annotations
-import contextlib, os, socket
+import contextlib, json, os, re, socket
 from fastai.torch_core import rank_distrib, num_distrib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +12,15 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import timm
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
-from .core import N_CLASSES, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFormatError, band_indices, settings_from, sha256_file, check_fields
+from safetensors.torch import load_file as load_safetensors
+from .core import N_CLASSES, OTHER, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFormatError, band_indices, settings_from, sha256_file, check_fields
 
 # %% auto #0
-__all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'PRECISIONS', 'S2Encoder', 'S2Encoder3D', 'UTAE', 'MLPDecoder',
-           'UNetDecoder', 'timm_encoder', 'SmpEncoder', 'aerial_encoder', 'pretrained_file', 'pretrained_encoder',
-           'NetConfig', 'FlairNet', 'Accel', 'prepare_net', 'autocast', 'join_process_group']
+__all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'WEIGHT_SUFFIXES', 'WRAPPERS', 'FLAIR_INC', 'PRECISIONS', 'S2Encoder',
+           'S2Encoder3D', 'UTAE', 'MLPDecoder', 'UNetDecoder', 'timm_encoder', 'SmpEncoder', 'aerial_encoder',
+           'hub_repo', 'pretrained_file', 'read_weights', 'weight_parts', 'segformer_head', 'class_rows', 'Pretrained',
+           'pretrained_report', 'pretrained_encoder', 'NetConfig', 'FlairNet', 'Accel', 'prepare_net', 'autocast',
+           'join_process_group']
 
 # %% ../nbs/08_model.ipynb #1b1371e7
 class S2Encoder(nn.Module):
@@ -181,18 +184,25 @@ class UNetDecoder(nn.Module):
         return self.cls(self.dec([top, *feats]))
 
 # %% ../nbs/08_model.ipynb #0310fe81
+def _size_kwargs(probe:nn.Module, img_size:int|None) -> dict:
+    "timm's `img_size` for an encoder built for one input size (`fixed_input_size`, e.g. MaxViT's windows) when another is asked for."
+    pc = getattr(probe, 'pretrained_cfg', None) or {}
+    return dict(img_size=img_size) if img_size and pc.get('fixed_input_size') and tuple(pc.get('input_size', ()))[-1:] != (img_size,) else {}
+
 def timm_encoder(name:str,            # timm model name
                  in_chans=5,          # input bands
                  finest_stride=4,     # finest level kept (its reduction factor)
-                 state:dict|None=None # pretrained weights (a timm state dict of `name`, any input bands: adapted the timm way)
+                 state:dict|None=None,# pretrained weights (a timm state dict of `name`, any input bands: adapted the timm way)
+                 img_size:int|None=None # input side, for encoders built for one (MaxViT); None: the encoder's own
                 ) -> nn.Module:
     "A timm `features_only` encoder returning the levels whose stride is at least `finest_stride`."
     probe = timm.create_model(name, features_only=True, in_chans=in_chans, pretrained=False)
     keep = [i for i, r in enumerate(probe.feature_info.reduction()) if r >= finest_stride]
     if not keep: raise ValueError(f"{name} has no feature level of stride {finest_stride} or more")
-    if len(keep) == len(probe.feature_info.reduction()) and state is None: return probe
+    size = _size_kwargs(probe, img_size)
+    if len(keep) == len(probe.feature_info.reduction()) and state is None and not size: return probe
     return timm.create_model(name, features_only=True, in_chans=in_chans, out_indices=keep, pretrained=state is not None,
-                             pretrained_cfg_overlay=dict(state_dict=state) if state is not None else None)
+                             pretrained_cfg_overlay=dict(state_dict=state) if state is not None else None, **size)
 
 class _Levels:
     "A `feature_info` look-alike: the strides and channels of an encoder's levels."
@@ -218,18 +228,25 @@ SMP_ENCODERS = tuple(f'mit_b{i}' for i in range(6))  # encoders taken from segme
 
 def aerial_encoder(name:str,       # timm model name, or one of `SMP_ENCODERS`
                    in_chans=5,     # input bands
-                   finest_stride=4 # finest level kept
+                   finest_stride=4,# finest level kept
+                   img_size:int|None=None # input side, for encoders built for one (MaxViT); None: the encoder's own
                   ) -> nn.Module:
     "The aerial encoder `name` (randomly initialised): timm's, or smp's for SegFormer's Mix Transformers."
     if name in SMP_ENCODERS: return SmpEncoder(name, in_chans, finest_stride)
     if not timm.is_model(name): raise ValueError(f"unknown encoder {name!r}: a timm model name (timm.list_models()) or one of {', '.join(SMP_ENCODERS)}")
-    return timm_encoder(name, in_chans, finest_stride)
+    return timm_encoder(name, in_chans, finest_stride, img_size=img_size)
 
 # %% ../nbs/08_model.ipynb #04413952
 WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin', 'open_clip_pytorch_model.bin')  # names looked for in a weights folder
+WEIGHT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.ckpt')  # weights files looked for in a folder or a hub repository
 
 def _looks_like_path(source:str) -> bool:
-    return os.sep in source or '/' in source or source.endswith(('.safetensors', '.pth', '.pt', '.bin', '.ckpt'))
+    return os.sep in source or '/' in source or source.endswith(WEIGHT_SUFFIXES)
+
+def hub_repo(source:str # a `pretrained` value
+            ) -> bool:
+    "Whether `source` names a Hugging Face repository (`owner/name`) rather than a local path."
+    return bool(re.fullmatch(r'[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*', source)) and not source.endswith(WEIGHT_SUFFIXES) and not Path(source).exists()
 
 def _online(url:str, timeout=5.) -> bool:
     "Whether the host of `url` answers on port 443 (no retries, no waiting minutes)."
@@ -256,16 +273,40 @@ def _hub_file(what:str,       # what is being fetched (for the error)
         except EntryNotFoundError: continue
     raise ValueError(f"pretrained {what!r}: none of {', '.join(names)} in the hub repository {repo}")
 
+def _pick_weights(names) -> str|None:
+    "The weights file among `names`: one of `WEIGHT_FILES` first, else the first with a weights suffix."
+    names = list(names)
+    return next((n for n in WEIGHT_FILES if n in names), None) or next(iter(sorted(n for n in names if n.endswith(WEIGHT_SUFFIXES))), None)
+
+def _hub_repo_file(repo:str # a Hugging Face repository, e.g. 'smp-hub/segformer-b0-512x512-ade-160k'
+                  ) -> Path:
+    "The weights file of a hub repository (its `config.json` beside it when it has one), from the local cache or downloaded."
+    from huggingface_hub import hf_hub_download, list_repo_files, constants
+    snaps = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / 'snapshots'
+    for s in sorted(snaps.glob('*')) if snaps.is_dir() else ():
+        n = _pick_weights(p.name for p in s.iterdir() if p.is_file())
+        if n: return s / n
+    if not _online(constants.ENDPOINT):
+        raise ValueError(f"pretrained {repo!r}: not a local file or folder, and the Hugging Face hub cannot be reached with the repository not cached; "
+                         f"pass a local weights file or folder instead (-s net.pretrained PATH)")
+    try: files = list_repo_files(repo)
+    except Exception as e: raise ValueError(f"pretrained {repo!r}: not a local file or folder, and not a hub repository that can be read ({type(e).__name__})") from None
+    n = _pick_weights(files)
+    if n is None: raise ValueError(f"pretrained {repo!r}: the hub repository holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
+    if 'config.json' in files: hf_hub_download(repo, 'config.json')
+    return Path(hf_hub_download(repo, n))
+
 def pretrained_file(encoder:str, # the encoder the weights are for
-                    source:str   # a file, a folder, or a hub tag ('hub', 'a1_in1k', 'resnet34.a1_in1k', 'imagenet')
+                    source:str   # a file, a folder, a hub tag ('hub', 'a1_in1k', 'resnet34.a1_in1k', 'imagenet') or a hub repository ('owner/name')
                    ) -> Path:
     "The local weights file `source` names for `encoder` (downloaded into the hub cache when it is a hub tag)."
     p = Path(source).expanduser()
     if p.is_dir():
-        f = next((p / n for n in WEIGHT_FILES if (p / n).is_file()), None) or next(iter(sorted(p.glob('*.safetensors')) + sorted(p.glob('*.pth'))), None)
-        if f is None: raise FlairFormatError(p, f"no weights file in this folder (looked for {', '.join(WEIGHT_FILES)}, *.safetensors, *.pth)")
-        return f
+        f = _pick_weights(c.name for c in p.iterdir() if c.is_file())
+        if f is None: raise FlairFormatError(p, f"no weights file in this folder (looked for {', '.join(WEIGHT_FILES)}, then any {', '.join(WEIGHT_SUFFIXES)})")
+        return p / f
     if p.is_file(): return p
+    if hub_repo(source): return _hub_repo_file(source)
     if _looks_like_path(source): raise FlairFormatError(p, 'pretrained weights file not found')
     if encoder in SMP_ENCODERS:
         sets = smp.encoders.encoders[encoder]['pretrained_settings']
@@ -286,6 +327,39 @@ def pretrained_file(encoder:str, # the encoder the weights are for
     from timm.models._hub import download_cached_file
     return Path(download_cached_file(cfg.url))
 
+# %% ../nbs/08_model.ipynb #5e1a0c21
+def _unwrap(obj) -> dict:
+    "The state dict inside a training checkpoint (`state_dict`, `model_state_dict`, `model`), tensors only."
+    for k in ('state_dict', 'model_state_dict', 'model'):
+        if isinstance(obj, dict) and isinstance(obj.get(k), dict): obj = obj[k]; break
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
+
+WRAPPERS = ('module', 'model', 'seg_model', 'net', '_orig_mod')  # prefixes a wrapper puts before every key (DDP, Lightning, IGN's, torch.compile)
+
+def _unprefix(state:dict) -> dict:
+    "Keys without the prefixes wrappers add before all of them, and without a loss's tensors (`criterion.*`)."
+    state = {k: v for k, v in state.items() if not k.startswith(('criterion.', 'loss_fn.'))}
+    while state and all('.' in k for k in state) and len({k.split('.', 1)[0] for k in state}) == 1 and next(iter(state)).split('.', 1)[0] in WRAPPERS:
+        state = {k.split('.', 1)[1]: v for k, v in state.items()}
+    return state
+
+def read_weights(f # a weights file: safetensors, or a torch file (zip or legacy pickle), of any name
+                ) -> dict:
+    "The tensors of a weights file, recognised by content (never by name), unwrapped and without wrapper prefixes."
+    f = Path(f)
+    try:
+        with f.open('rb') as h: head = h.read(9)
+    except OSError as e: raise FlairFormatError(f, f"unreadable weights file ({e.strerror})") from None
+    try:
+        if head[:4] == b'PK\x03\x04' or head[:1] == b'\x80':  # a torch file (a handle: torch.load would go by the name's suffix)
+            with f.open('rb') as h: obj = torch.load(h, map_location='cpu', weights_only=True)
+        elif len(head) == 9 and head[8:9] == b'{': obj = load_safetensors(f)
+        else: raise ValueError('neither a safetensors nor a torch file')
+    except Exception as e: raise FlairFormatError(f, f"unreadable weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    state = _unprefix(_unwrap(obj))
+    if not state: raise FlairFormatError(f, 'unreadable weights file (no tensors in it)')
+    return state
+
 # %% ../nbs/08_model.ipynb #4bdaef77
 def _fit_problems(state:dict,   # the weights read
                   own:dict,     # the state dict they must fit
@@ -301,15 +375,26 @@ def _fit_problems(state:dict,   # the weights read
     return '; '.join(f"{what}: {first(ks)}" for what, ks in (('missing', missing), ('unexpected', unexpected), ('shape differs', shape)) if ks)
 
 # %% ../nbs/08_model.ipynb #9f432b3e
-def pretrained_encoder(name:str,       # encoder name (timm, or one of `SMP_ENCODERS`)
-                       source:str,     # weights: a file, a folder or a hub tag (see `pretrained_file`)
-                       in_chans=5,     # input bands
-                       finest_stride=4 # finest level kept
-                      ) -> tuple[nn.Module, dict]:
-    "The encoder `name` with the weights `source` names, and a record of them (source, file, SHA-256)."
-    f = pretrained_file(name, source)
-    try: state = timm.models.load_state_dict(str(f), use_ema=False)
-    except Exception as e: raise FlairFormatError(f, f"unreadable weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+FLAIR_INC = dict(  # IGN's FLAIR-INC U-Nets (Hugging Face IGNF/FLAIR-INC_*): what the files do not say about themselves
+    classes=19,    # outputs: FLAIR's values 1..19 (its 15-class models leave 15, 16, 17 and 19 untrained)
+    other_from=(13, 14, 18),  # the trained values FLAIR #2 merges into "other": its class layer's row starts as their mean
+    stats=dict(aerial_mean=[105.08, 110.87, 101.82, 106.38, 53.26], aerial_std=[52.17, 45.38, 44.00, 39.69, 79.30]),  # R,G,B,NIR,elevation on 0..255
+    licence='etalab-2.0', provenance='IGN FLAIR-INC: smp Unet(resnet34) trained on ~270k FLAIR-INC patches (IGNF/FLAIR-INC_rgbie_15cl_resnet34-unet)')
+
+def weight_parts(state:dict # a state dict (`read_weights`)
+                ) -> dict:
+    "A whole smp model's weights split into encoder, decoder and head (with the decoder's kind); an encoder's are all encoder."
+    take = lambda p: {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+    if not (any(k.startswith('encoder.') for k in state) and any(k.startswith(('decoder.', 'segmentation_head.')) for k in state)):
+        return dict(encoder=state, decoder={}, head={}, kind='encoder', classes=0)
+    dec, head = take('decoder.'), take('segmentation_head.')
+    kind = 'segformer' if 'mlp_stage.0.linear.weight' in dec else 'unet' if 'blocks.0.conv1.0.weight' in dec else 'other'
+    classes = head['0.weight'].shape[0] if '0.weight' in head else 0
+    family = 'flair-inc' if kind == 'unet' and classes == FLAIR_INC['classes'] else f'smp-{kind}'
+    return dict(encoder=take('encoder.'), decoder=dec, head=head, kind=kind, classes=classes, family=family)
+
+def _load_encoder(name:str, state:dict, f:Path, in_chans:int, finest_stride:int, img_size:int|None=None) -> nn.Module:
+    "The encoder `name` with the encoder weights `state` read from `f`, refused naming the first keys that differ."
     if name in SMP_ENCODERS:
         enc = SmpEncoder(name, in_chans, finest_stride)
         own, first = enc.enc.state_dict(), 'patch_embed1.proj.weight'
@@ -318,22 +403,115 @@ def pretrained_encoder(name:str,       # encoder name (timm, or one of `SMP_ENCO
         bad = _fit_problems(state, own)
         if bad: raise FlairFormatError(f, f"weights do not fit encoder {name}: {bad}")
         enc.enc.load_state_dict(state)
-    else:
-        full = timm.create_model(name, pretrained=False, in_chans=in_chans)
-        pc = full.pretrained_cfg
-        heads = [pc.get('classifier')] if isinstance(pc.get('classifier'), str) else list(pc.get('classifier') or ())
-        convs = [pc.get('first_conv')] if isinstance(pc.get('first_conv'), str) else list(pc.get('first_conv') or ())
-        bad = _fit_problems(state, full.state_dict(), heads, [c + '.weight' for c in convs])
-        if bad: raise FlairFormatError(f, f"weights do not fit encoder {name}: {bad}")
-        enc = timm_encoder(name, in_chans, finest_stride, state)
-    return enc, dict(source=source, file=str(f), sha256=sha256_file(f))
+        return enc
+    full = timm.create_model(name, pretrained=False, in_chans=in_chans)
+    if _size_kwargs(full, img_size): full = timm.create_model(name, pretrained=False, in_chans=in_chans, img_size=img_size)
+    pc = full.pretrained_cfg
+    heads = [pc.get('classifier')] if isinstance(pc.get('classifier'), str) else list(pc.get('classifier') or ())
+    convs = [pc.get('first_conv')] if isinstance(pc.get('first_conv'), str) else list(pc.get('first_conv') or ())
+    tables = [k for k in full.state_dict() if k.endswith('relative_position_bias_table')]  # resized by timm to the windows of `img_size`
+    bad = _fit_problems(state, full.state_dict(), heads, [c + '.weight' for c in convs] + tables)
+    if bad: raise FlairFormatError(f, f"weights do not fit encoder {name}: {bad}")
+    return timm_encoder(name, in_chans, finest_stride, state, img_size)
+
+# %% ../nbs/08_model.ipynb #9f432b3f
+def segformer_head(dec:dict, # smp SegFormer decoder weights (`decoder.` keys without the prefix)
+                   n:int     # feature levels the `MLPDecoder` fuses
+                  ) -> dict:
+    "SegFormer's all-MLP decode head (smp's layout: stages coarsest first, `nn.Linear`) as `MLPDecoder(fuse='concat')` keys."
+    m = len([k for k in dec if k.endswith('.linear.weight')])
+    if m != n: return {}
+    out = {}
+    for i in range(n):  # ours finest first, smp's coarsest first
+        out[f'proj.{i}.weight'] = dec[f'mlp_stage.{n - 1 - i}.linear.weight'][:, :, None, None]
+        out[f'proj.{i}.bias'] = dec[f'mlp_stage.{n - 1 - i}.linear.bias']
+    w = dec['fuse_stage.0.weight']; e = w.shape[1] // n
+    out['fuse.0.weight'] = torch.cat([w[:, (n - 1 - i) * e:(n - i) * e] for i in range(n)], 1)  # its input blocks in our order
+    out |= {f'fuse.1.{k}': dec[f'fuse_stage.1.{k}'] for k in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked') if f'fuse_stage.1.{k}' in dec}
+    return out
+
+def class_rows(w:torch.Tensor, # a class layer's weight or bias, one row per FLAIR value 1..19
+               other_from=FLAIR_INC['other_from'] # values whose rows' mean starts "other"
+              ) -> torch.Tensor:
+    "The rows of FLAIR #2's 13 classes: values 1..12 as they are, `other` as the mean of the `other_from` values' rows."
+    return torch.cat([w[:OTHER], w[[v - 1 for v in other_from]].mean(0, keepdim=True)])
+
+class Pretrained:
+    "Pretrained weights read once from `source` (file, folder, hub tag or repository): the encoder, and the decoder and head when the file has them."
+    def __init__(self,
+                 encoder:str,  # the encoder they are for
+                 source:str):  # where they come from (see `pretrained_file`)
+        self.name, self.source, self.file = encoder, source, pretrained_file(encoder, source)
+        self.parts, self.loaded, self.notes = weight_parts(read_weights(self.file)), {}, []
+        conf = self.file.parent / 'config.json'  # smp's `save_pretrained` (and the hub's snapshot) puts the model's settings beside it
+        try: self.config = json.loads(conf.read_text()) if conf.is_file() else {}
+        except (OSError, ValueError): self.config = {}
+        got = self.config.get('encoder_name') if isinstance(self.config, dict) else None
+        if got and got != encoder and self.parts['kind'] != 'encoder':
+            raise FlairFormatError(self.file, f"these weights are an smp {self.config.get('_model_class', 'model')} on {got}, not on {encoder} (-s net.encoder {got})")
+    @property
+    def family(self) -> str: return self.parts.get('family', 'encoder')
+    def encoder(self, in_chans=5, finest_stride=4, img_size=None) -> nn.Module:
+        "The encoder with these weights (refused, naming the first keys that differ, when they are another network's)."
+        enc = _load_encoder(self.name, dict(self.parts['encoder']), self.file, in_chans, finest_stride, img_size)
+        self.loaded['encoder'] = len(self.parts['encoder'])
+        return enc
+    def decoder_into(self, dec:nn.Module) -> None:
+        "Load the file's decoder and class layer into `dec` where they have its layout; what was not loaded goes into `notes`."
+        p, why = self.parts, ''
+        if p['kind'] == 'encoder': return
+        if p['kind'] == 'segformer' and isinstance(dec, MLPDecoder) and dec.concat:
+            state = segformer_head(p['decoder'], len(dec.proj))
+            why = _fit_problems(state, {k: v for k, v in dec.state_dict().items() if k.startswith(('proj.', 'fuse.'))}) if state else \
+                  f"its decode head reads {len([k for k in p['decoder'] if k.endswith('.linear.weight')])} levels, this decoder {len(dec.proj)} (finest_stride 4 reads SegFormer's)"
+            if not why: dec.load_state_dict(state, strict=False); self.loaded['decoder'] = len(state)
+        elif p['kind'] == 'unet' and isinstance(dec, UNetDecoder):
+            why = _fit_problems(p['decoder'], dec.dec.state_dict())
+            if not why: dec.dec.load_state_dict(p['decoder']); self.loaded['decoder'] = len(p['decoder'])
+        else: why = f"the file's decoder is {'SegFormer' if p['kind'] == 'segformer' else 'a U-Net' if p['kind'] == 'unet' else 'an unknown kind'}; this network's is {'a U-Net' if isinstance(dec, UNetDecoder) else 'SegFormer-style with fuse ' + ('concat' if dec.concat else 'sum')}"
+        if why: self.notes.append(f"decoder not loaded ({why})"); return
+        cls = dec.cls[0] if isinstance(dec, UNetDecoder) else dec.cls
+        w, b = p['head'].get('0.weight'), p['head'].get('0.bias')
+        rows = None if w is None else w if w.shape[0] == cls.weight.shape[0] else class_rows(w) if self.family == 'flair-inc' and cls.weight.shape[0] == N_CLASSES else None
+        if rows is None or rows.shape[1:] != cls.weight.shape[1:]:
+            self.notes.append(f"class layer re-initialised ({p['classes']} classes in the file, {cls.weight.shape[0]} here)"); return
+        with torch.no_grad():
+            cls.weight.copy_(rows)
+            if b is not None and cls.bias is not None: cls.bias.copy_(b if len(b) == len(cls.bias) else class_rows(b))
+        self.loaded['head'] = 2 if b is not None else 1
+        if self.family == 'flair-inc': self.notes.append(f"class rows 1-12 from values 1-12, other from the mean of values {', '.join(map(str, FLAIR_INC['other_from']))}")
+    @property
+    def record(self) -> dict:
+        "What was loaded from where (recorded in `config.json`): source, file, SHA-256, family, tensors per part, notes; licence and statistics for IGN's."
+        rec = dict(source=self.source, file=str(self.file), sha256=sha256_file(self.file), family=self.family,
+                   loaded={k: self.loaded.get(k, 0) for k in ('encoder', 'decoder', 'head')}, notes=list(self.notes))
+        if self.family == 'flair-inc': rec |= dict(licence=FLAIR_INC['licence'], provenance=FLAIR_INC['provenance'], stats=FLAIR_INC['stats'])
+        if self.config: rec['config'] = {k: v for k, v in self.config.items() if isinstance(v, (str, int, float, bool))}
+        return rec
+
+def pretrained_report(rec:dict # a `Pretrained.record`
+                     ) -> str:
+    "One line saying what a pretrained start loaded."
+    n = rec.get('loaded', {})
+    return (f"pretrained {rec['source']} ({rec.get('family', 'encoder')}): " + ', '.join(f"{k} {n.get(k, 0)} tensors" for k in ('encoder', 'decoder', 'head'))
+            + ''.join(f"; {x}" for x in rec.get('notes', ())) + (f"; licence {rec['licence']}" if rec.get('licence') else ''))
+
+def pretrained_encoder(name:str,       # encoder name (timm, or one of `SMP_ENCODERS`)
+                       source:str,     # weights: a file, a folder or a hub tag (see `pretrained_file`)
+                       in_chans=5,     # input bands
+                       finest_stride=4 # finest level kept
+                      ) -> tuple[nn.Module, dict]:
+    "The encoder `name` with the weights `source` names, and a record of them (source, file, SHA-256)."
+    p = Pretrained(name, source)
+    return p.encoder(in_chans, finest_stride), p.record
 
 # %% ../nbs/08_model.ipynb #4439f210
 @dataclass
 class NetConfig:
     "The network's architecture: the aerial encoder and its weights, the Sentinel-2 encoder, their fusion and the decoder (`TrainConfig.net`)."
     encoder: str = 'resnet10t'     # aerial encoder: a timm model (features_only) or a Mix Transformer (mit_b0 … mit_b5, from smp)
-    pretrained: str|None = None    # encoder weights: a local file or folder, or a hub tag ('hub', 'a1_in1k', 'imagenet'); None: random
+    pretrained: str|None = None    # weights: a local file or folder, a hub tag ('hub', 'a1_in1k', 'imagenet') or repository ('smp-hub/…', 'IGNF/…'); None: random
+    pretrained_stats: bool = True  # normalise the aerial bands as the pretrained weights were trained, when known (IGN's FLAIR-INC); False: the data's statistics
     bands: list|None = None        # aerial bands the encoder reads, e.g. [NIR, G, B] (None: R, G, B, NIR, elevation)
     decoder: str = 'mlp'           # 'mlp' (SegFormer's all-MLP decoder) or 'unet' (smp's U-Net decoder)
     width: int = 128               # decoder width (the MLP decoder)
@@ -368,18 +546,19 @@ class FlairNet(nn.Module):
                  bins=12,               # Sentinel-2 temporal bins (`S2Config.bins`)
                  patch_m=FLAIR_PATCH['size'] * FLAIR_PATCH['pixel_size'], # patch side in metres (its footprint in the Sentinel-2 crop)
                  aux=False,             # auxiliary Sentinel-2 classifier (its output is returned while training)
-                 n_classes=N_CLASSES):  # output classes
+                 n_classes=N_CLASSES,   # output classes
+                 size_px:int|None=None):# patch side in pixels, for encoders built for one input size (MaxViT); None: the encoder's own
         super().__init__()
         if mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be aerial, sentinel or fused, not {mode!r}")
         c = self.config = net or NetConfig()  # its architecture, as given
         self.mode, self.patch_m, self.patch_px, self.n_detail, self.s2_fusion, detail = mode, patch_m, max(1, round(patch_m / 10)), 0, c.s2_fusion, 0
         self.bands = None if c.bands is None else band_indices(c.bands, AERIAL_BANDS)
         if self.bands == list(range(len(AERIAL_BANDS))): self.bands = None  # all five in order: nothing to pick
-        self.pretrained = None  # the record of the pretrained weights loaded (source, file, SHA-256)
+        self.pretrained, donor = None, None  # the record of the pretrained weights loaded (`Pretrained.record`)
         if mode != 'sentinel':
             in_chans, stride = len(self.bands or AERIAL_BANDS), min(c.finest_stride, 2) if c.detail_width else c.finest_stride
-            if c.pretrained: self.encoder, self.pretrained = pretrained_encoder(c.encoder, c.pretrained, in_chans, stride)
-            else: self.encoder = aerial_encoder(c.encoder, in_chans, stride)
+            donor = Pretrained(c.encoder, c.pretrained) if c.pretrained else None
+            self.encoder = donor.encoder(in_chans, stride, size_px) if donor else aerial_encoder(c.encoder, in_chans, stride, size_px)
             red, chans = self.encoder.feature_info.reduction(), self.encoder.feature_info.channels()
             if c.detail_width:  # the stride-2 level refines instead of being fused
                 if red[0] != 2: raise ValueError(f"detail_width needs an encoder with a stride-2 level; {c.encoder} has strides {red} (use detail_width=0)")
@@ -395,6 +574,7 @@ class FlairNet(nn.Module):
         dchans = chans if mode != 'sentinel' else [c.s2_dim]
         self.decoder = (UNetDecoder(dchans, n_classes) if c.decoder == 'unet' else
                         MLPDecoder(dchans, c.width, n_classes, detail=detail, detail_width=c.detail_width, fuse=c.fuse))
+        if donor: donor.decoder_into(self.decoder); self.pretrained = donor.record
 
     def _footprint(self, s2_feats, size):
         "Sentinel-2 features over the patch footprint, pooled to `size`."

@@ -46,6 +46,12 @@ class TrainConfig:
     focal_gamma: float = 2.        # focusing parameter of the focal loss
     label_smoothing: float = 0.    # label smoothing of either loss
     init: str|None = None          # a model (or run) folder whose matching weights initialise this one (two-stage training)
+    pseudo_from: str|None = None   # a model, seeds or run folder, or an ensemble file, whose hard labels on `pseudo_on` train this run (None: no pseudo-labels)
+    pseudo_on: list|None = None    # patches pseudo-labelled: 'test' (the release's test split), domain or domain/zone names, or a folder of FLAIR-format patches
+    pseudo_conf: float = 0.        # least top-class probability a pseudo-labelled pixel needs (the others count nowhere); 0: every pixel
+    pseudo_mix: bool = True        # train on the pseudo-labelled and the labelled patches (False: the pseudo-labelled alone; validation stays the labelled one)
+    pseudo_protocol: str = 'held-out'  # 'held-out': pseudo-labels on patches the run is scored on (validation, test) are refused; 'transductive': allowed and recorded
+    pseudo_tta: int = 1            # TTA level of the pseudo-labelling predictions
     freeze_epochs: int = 0         # one-cycle epochs with the aerial encoder frozen, before `epochs` with everything training
     encoder_lr_mult: float = 1.    # the encoder's learning rate as a share of `lr` (discriminative learning rates; 1: the same)
     epochs: int = 8                # one-cycle epochs
@@ -68,16 +74,20 @@ class TrainConfig:
     previews: int = 4              # validation patches whose prediction is logged every epoch (0: none)
 
     def __post_init__(self):
+        if isinstance(self.pseudo_on, str): self.pseudo_on = [self.pseudo_on]
         if isinstance(self.s2, dict): self.s2 = S2Config.from_dict(self.s2)
         if isinstance(self.net, dict): self.net = NetConfig.from_dict(self.net)
         if isinstance(self.accel, dict): self.accel = Accel.from_dict(self.accel)
         if isinstance(self.tracker, (list, tuple)) or self.tracker is None: self.tracker = ','.join(tracker_list(self.tracker)) or 'none'
-        check_fields(self, aux_weight='>=0', focal_gamma='>=0', label_smoothing='[0,1)', freeze_epochs='>=0', encoder_lr_mult='>0', epochs='>=1',
+        check_fields(self, pseudo_conf='[0,1]', aux_weight='>=0', focal_gamma='>=0', label_smoothing='[0,1)', freeze_epochs='>=0', encoder_lr_mult='>0', epochs='>=1',
                      lr='>0', wd='>=0', bs='>=1', other_weight='>=0', valid_pct='(0,1)', num_workers='>=0', stats_items='>=1', seed='>=0', previews='>=0')
         tracker_list(self.tracker)  # known trackers only
         if self.mode not in ('aerial', 'sentinel', 'fused'): raise ValueError(f"mode must be 'aerial', 'sentinel' or 'fused', not {self.mode!r}")
         if self.valid_by not in ('domain', 'random'): raise ValueError(f"valid_by must be 'domain' or 'random', not {self.valid_by!r}")
         if self.loss not in ('ce', 'focal'): raise ValueError(f"loss must be 'ce' or 'focal', not {self.loss!r}")
+        if self.pseudo_protocol not in ('held-out', 'transductive'): raise ValueError(f"pseudo_protocol must be 'held-out' or 'transductive', not {self.pseudo_protocol!r}")
+        if self.pseudo_tta not in (1, 2, 4, 8): raise ValueError(f"pseudo_tta must be one of 1, 2, 4, 8, not {self.pseudo_tta}")
+        if self.pseudo_from and not self.pseudo_on: raise ValueError("pseudo_from needs pseudo_on: the patches to pseudo-label (test, domains, domain/zone names, or a folder)")
 
     @classmethod
     def from_dict(cls, d:dict # fields; `s2`, `net` and `accel` as dicts, or dotted keys such as `s2.bins`, `net.encoder`
@@ -102,11 +112,12 @@ class TrainConfig:
         s2 = S2Loader(self.s2)
         return S2Cache(s2, self.s2_cache) if self.s2_cache else s2
     def model(self, pretrained=True,  # load the `pretrained` weights (False when saved weights will replace them)
-              footprint_m:float|None=None # metres the patch spans in the Sentinel-2 crop (None: FLAIR's 102.4; see `patch_side`)
+              footprint_m:float|None=None, # metres the patch spans in the Sentinel-2 crop (None: FLAIR's 102.4; see `patch_side`)
+              size_px:int|None=None   # patch side in pixels, for encoders built for one input size (MaxViT); None: the encoder's own
              ) -> FlairNet:
         "A new network of these settings, its Sentinel-2 input bands those of `s2.bands`."
         return FlairNet(self.mode, self.net if pretrained else replace(self.net, pretrained=None), s2_bands=len(band_indices(self.s2.bands, S2_BANDS)),
-                        bins=self.s2.bins, patch_m=footprint_m or patch_side(None), aux=self.aux_weight > 0)
+                        bins=self.s2.bins, patch_m=footprint_m or patch_side(None), aux=self.aux_weight > 0, size_px=size_px)
 
 # %% ../nbs/09_saved.ipynb #15e9fcd6
 NO_EFFECT = ('num_workers', 'tracker', 'track_dir', 'previews')  # settings that change no number of a run (workers, where and what it logs)
@@ -267,7 +278,7 @@ def load_model(path,         # a model folder, or a run folder with `models/<mod
     if sha256_file(wf) != conf.get('sha256'): raise FlairFormatError(wf, 'checksum differs from config.json: the weights were modified or belong to another model')
     try: cfg = TrainConfig.from_dict(conf['config'])
     except (ValueError, TypeError, KeyError) as e: raise FlairFormatError(cj, f"bad training settings ({e})") from None
-    net = cfg.model(pretrained=False, footprint_m=conf['footprint_m'])
+    net = cfg.model(pretrained=False, footprint_m=conf['footprint_m'], size_px=(conf.get('patch') or {}).get('size'))
     try: state = load_file(str(wf), device='cpu')
     except (SafetensorError, OSError) as e: raise FlairFormatError(wf, f"unreadable safetensors file ({e})") from None
     try: net.load_state_dict(state, strict=True)

@@ -170,5 +170,5 @@ def test_recipe_runs_at_smoke_size(recipe, tiny, tmp_path):
         first = lambda m: out / 'models' / m / ('' if len(seeds) == 1 else f"seed{seeds[0]}")  # the first seed's model of mode m
         conf = json.loads((first('fused') / 'config.json').read_text())
         assert Path(conf['init']['folder']) == first(params['init_from']) and conf['init']['copied'] > 0
-    pred = json.loads((out / 'predictions' / 'fused' / 'test' / 'predict.json').read_text())
+    pred = json.loads((out / 'predictions' / params.get('mode', 'fused') / 'test' / 'predict.json').read_text())
     assert len(pred['models']) == len(seeds)
