@@ -20,7 +20,7 @@ from .model import PRECISIONS
 from .saved import TrainConfig, load_model, split_rows
 from .inference import TTA_OPS, InferConfig, load_ensemble, ensemble_file, evaluate
 from .fit import FitConfig, fit_ensemble, fit_sentence
-from .pseudo import pseudo_note
+from .pseudo import pseudo_note, scene_patches
 from .predict import PredictConfig, predict, score_predictions, pred_folder
 from .scenes import scene_list, S2Series, elevation_band
 from .maps import MapConfig, map_scene
@@ -359,6 +359,25 @@ def _cmd_ensemble(a):
     return 0
 
 
+# %% ../nbs/17_cli.ipynb #e5e1f002
+def _p_patches(sub, par):
+    c = sub.add_parser('patches', help="cut a scene (your own area) into patches in FLAIR's layout: the folder pseudo_on names to adapt a model to it")
+    c.add_argument('--image', required=True, action='append', metavar='PATH[:BANDS]', help='a raster of the scene (as flair2 map takes it); repeated: stacked')
+    c.add_argument('--out', required=True, help='the folder to write (flair_aerial_train/<domain>/Z1_SC/img/IMG_<n>.tif)')
+    c.add_argument('--model', help='take the patch size and pixel size this model was trained at (a model or run folder, or an ensemble file)')
+    c.add_argument('--size', type=int, help='patch side in pixels (default: the model\'s, else 512)')
+    c.add_argument('--pixel-size', type=float, help="metres per pixel (default: the model's, else the scene's)")
+    c.add_argument('--domain', default='D000_0000', help='the domain name of the patches (default: D000_0000)')
+    c.set_defaults(fn=_cmd_patches)
+
+def _cmd_patches(a):
+    size, px = (load_ensemble(a.model).geometry() if a.model else (FLAIR_PATCH['size'], None))
+    rows = scene_patches(scene_list(a.image)[0], a.out, a.size or size, a.pixel_size or px, a.domain)
+    print(f"{len(rows)} patches of {a.size or size} px cut into {a.out}; adapt a model to them: flair2 train --mode aerial "
+          f"-s init MODEL -s pseudo_from MODEL -s pseudo_on {a.out} ...")
+    return 0
+
+
 # %% ../nbs/17_cli.ipynb #6186cb61
 def _p_map(sub, par):
     m = add_settings(sub.add_parser('map', parents=[par['models']], help='map a georeferenced scene of any size (or several) with a model or an ensemble: a coloured, cloud-optimised GeoTIFF'),
@@ -454,7 +473,7 @@ def _cmd_bench(a):
     return 0
 
 # %% ../nbs/17_cli.ipynb #3e875220
-COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_runs, _p_board, _p_predict, _p_evaluate, _p_ensemble, _p_map, _p_elevation, _p_bench)  # each adds one subcommand
+COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_runs, _p_board, _p_predict, _p_evaluate, _p_ensemble, _p_map, _p_patches, _p_elevation, _p_bench)  # each adds one subcommand
 
 def build_parser() -> argparse.ArgumentParser:
     "The `flair2` argument parser."

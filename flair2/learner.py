@@ -22,7 +22,7 @@ from .sentinel import S2Config
 from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder, tracker_list, NO_EFFECT
 from .track import Track, log_folder
 from .inference import InferConfig, load_ensemble
-from .pseudo import pseudo_rows, scored_overlap, check_protocol, write_pseudo
+from .pseudo import pseudo_rows, scored_overlap, check_protocol, pseudo_plan, write_pseudo
 
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'run_splitter',
@@ -122,23 +122,29 @@ def pseudo_splitter(splitter,  # the run's splitter of its labelled patches (`ru
 def with_pseudo(index:pd.DataFrame, # a `patch_index`
                 cfg:TrainConfig,    # the settings (`pseudo_*`)
                 out                 # the model folder (pseudo-labels go to `out/pseudo/`)
-               ) -> tuple[pd.DataFrame, dict|None]:
-    "`index` with the pseudo-labelled patches `cfg` asks for on its training side, and their record (None without); rank 0 labels them."
-    if not cfg.pseudo_from: return index, None
+               ) -> tuple[pd.DataFrame, dict|None, callable|None]:
+    "`index` with the pseudo-labelled patches `cfg` asks for on its training side, their record (None without), and what labels them (nothing written yet)."
+    if not cfg.pseudo_from: return index, None, None
     rows = pseudo_rows(index, cfg.pseudo_on)
     labelled = index[(index['split'] == 'train') & index['msk'].notna()].reset_index(drop=True)
     overlap = scored_overlap(rows, index, labelled.iloc[list(run_splitter(cfg)(labelled)[1])]['id'])
     check_protocol(overlap, cfg.pseudo_protocol)
-    label = lambda: write_pseudo(load_ensemble(cfg.pseudo_from, mode=cfg.mode), rows, Path(out) / 'pseudo', cfg.pseudo_conf,
-                                 InferConfig(tta=cfg.pseudo_tta, bs=cfg.bs, num_workers=cfg.num_workers, accel=cfg.accel))
-    if not rank_distrib(): got, rec = label()
-    distrib_barrier()
-    if rank_distrib(): got, rec = label()  # made by rank 0: read back
-    if not rec['kept']: raise ValueError(f"{Path(out) / 'pseudo'}: pseudo_conf {cfg.pseudo_conf:g} keeps no pixel of the {rec['patches']} pseudo-labelled patches (their top probabilities are lower): lower it")
+    no_s2 = rows['s2_data'].isna()
+    if no_s2.any() and cfg.mode != 'aerial':
+        raise FlairFormatError(rows.loc[no_s2, 'img'].iloc[0], f"no Sentinel-2 series for {int(no_s2.sum())} of the patches to pseudo-label: a {cfg.mode} model needs them (an aerial model adapts from orthophoto patches alone: --mode aerial)")
+    ens, folder = load_ensemble(cfg.pseudo_from, mode=cfg.mode), Path(out) / 'pseudo'
+    got, made = pseudo_plan(ens, rows, folder, cfg.pseudo_conf, cfg.pseudo_tta)
     record = dict(source=cfg.pseudo_from, on=cfg.pseudo_on, protocol=cfg.pseudo_protocol, mix=cfg.pseudo_mix, conf=cfg.pseudo_conf, tta=cfg.pseudo_tta,
-                  patches=rec['patches'], kept=rec['kept'], scored_overlap=overlap, members=rec['members'], made=rec['made'],
-                  ids=sorted(int(i) for i in rows.loc[rows['img'].isin(set(index['img'])), 'id']))  # the run's own patches (scored ones are noted when scored)
-    return pd.concat([index.assign(pseudo=False), got], ignore_index=True), record
+                  scored_overlap=overlap, made=made, ids=sorted(int(i) for i in rows.loc[rows['img'].isin(set(index['img'])), 'id']))  # the run's own patches
+    def label() -> dict:
+        "Write the masks (rank 0; the others read them back); what they hold."
+        run = lambda: write_pseudo(ens, rows, folder, cfg.pseudo_conf, InferConfig(tta=cfg.pseudo_tta, bs=cfg.bs, num_workers=cfg.num_workers, accel=cfg.accel))[1]
+        rec = run() if not rank_distrib() else None
+        distrib_barrier()
+        rec = rec or run()
+        if not rec['kept']: raise ValueError(f"{folder}: pseudo_conf {cfg.pseudo_conf:g} keeps no pixel of the {rec['patches']} pseudo-labelled patches (their top probabilities are lower): lower it")
+        return dict(patches=rec['patches'], kept=rec['kept'], members=rec['members'])
+    return pd.concat([index.assign(pseudo=False), got], ignore_index=True), record, label
 
 def use_stats(dls:DataLoaders, # the DataLoaders
               stats:dict       # normalisation statistics (`compute_stats`' keys)
@@ -334,13 +340,14 @@ def train(index:pd.DataFrame,  # a `patch_index`
     saved = read_checkpoint(ck) if resume else None
     start = saved['epoch'] + 1 if saved else 0
     join_process_group()  # under torchrun: now, so that the barriers below hold
-    index, pseudo = with_pseudo(index, cfg, out)  # pseudo-labelled patches join the training side
+    index, pseudo, label = with_pseudo(index, cfg, out)  # pseudo-labelled patches join the training side (labelled below)
     made = train_record(index, cfg) | ({'pseudo': pseudo['made']} if pseudo else {})
     if start:  # only the training that made the checkpoint continues it
         old = json.loads((ck / 'made.json').read_text()) if (ck / 'made.json').exists() else {}
         check_record(ck, old, made, 'this checkpoint was', 'train afresh with --restart (resume=False)')
         if not rank_distrib(): print(f"resuming from the checkpoint after epoch {start - 1} in {ck}")
     stats = json.loads((ck / 'stats.json').read_text()) if start and (ck / 'stats.json').exists() else None
+    if label: pseudo.update(label())  # after the checkpoint's record is checked: a refused rerun writes nothing
     if not start and not rank_distrib():  # a fresh start: an older checkpoint goes, and this run's record is written first
         for f in ('ckpt.pth', 'ckpt.json'): (ck / f).unlink(missing_ok=True)
         write_json(ck / 'made.json', made)

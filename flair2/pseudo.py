@@ -4,15 +4,19 @@
 
 # %% ../nbs/13c_pseudo.ipynb #a9c00003
 from __future__ import annotations
+import shutil
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch
 from .core import *
 from .io import patch_index, tif_profile, read_json
 from .inference import Ensemble, InferConfig, Predictor, load_ensemble
+from .scenes import Scene
+from rasterio.transform import from_origin
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'pseudo_rows', 'scored_overlap', 'check_protocol', 'label_values', 'write_pseudo', 'pseudo_note']
+__all__ = ['PROTOCOLS', 'pseudo_rows', 'scored_overlap', 'check_protocol', 'label_values', 'pseudo_plan', 'write_pseudo',
+           'pseudo_note', 'scene_patches']
 
 # %% ../nbs/13c_pseudo.ipynb #a9c00006
 PROTOCOLS = ('held-out', 'transductive')  # `TrainConfig.pseudo_protocol`: refuse pseudo-labels on scored patches, or allow and record them
@@ -63,30 +67,39 @@ def label_values(probs:torch.Tensor, # B×13×H×W class probabilities
     v = torch.where(k == OTHER, torch.full_like(k, 19), k + 1)
     return torch.where(p >= conf, v, torch.zeros_like(v)).to(torch.uint8).cpu().numpy()
 
+def pseudo_plan(model:Ensemble,       # the model or ensemble that labels
+                rows:pd.DataFrame,    # the patches to label (index rows)
+                folder,               # where the masks go (`MSK_<id>_<k>.tif`, `pseudo.json`)
+                conf=0.,              # least top-class probability kept
+                tta=1                 # TTA level of the predictions
+               ) -> tuple[pd.DataFrame, dict]:
+    "What `write_pseudo` will write, nothing written: the rows with their mask files (split 'train', `pseudo` True) and what makes them."
+    rows, folder = rows.sort_values('id').reset_index(drop=True), Path(folder)
+    made = dict(models=[m['sha256'] for m in model.members], weights=[m['weight'] for m in model.members], **ids_record(rows['id']), conf=conf, tta=tta)
+    files = [str(folder / f"MSK_{int(i):06d}_{k}.tif") for k, i in enumerate(rows['id'])]  # numbered too: patches of two folders may share an id
+    return rows.assign(msk=files, split='train', pseudo=True), made
+
 def write_pseudo(model:Ensemble,       # the model or ensemble that labels
                  rows:pd.DataFrame,    # the patches to label (index rows)
-                 folder,               # where the masks go (`MSK_<id>.tif`, `pseudo.json`)
+                 folder,               # where the masks go (`MSK_<id>_<k>.tif`, `pseudo.json`)
                  conf=0.,              # least top-class probability kept
                  cfg:InferConfig|None=None, # TTA, batch size, workers, accelerator
                  device=None           # device (None: fastai's default)
                 ) -> tuple[pd.DataFrame, dict]:
-    "Pseudo-label `rows` into `folder`; the rows with their new masks (split 'train', `pseudo` True) and the record."
+    "Pseudo-label `rows` into `folder` (kept when the same models, patches and settings made it); the rows with their new masks and the record."
     folder, cfg = Path(folder), cfg or InferConfig(tta=1)
-    rows = rows.sort_values('id').reset_index(drop=True)
-    made = dict(models=[m['sha256'] for m in model.members], weights=[m['weight'] for m in model.members], **ids_record(rows['id']), conf=conf, tta=cfg.tta)
-    files = [folder / f"MSK_{int(i):06d}_{k}.tif" for k, i in enumerate(rows['id'])]  # numbered too: patches of two folders may share an id
+    out, made = pseudo_plan(model, rows, folder, conf, cfg.tta)
     js = folder / 'pseudo.json'
     old = read_json(js) if js.exists() else {}
-    if old.get('made') != made or not all(f.exists() for f in files):
+    if old.get('made') != made or not all(Path(f).exists() for f in out['msk']):
         pr, kept, hist, done = Predictor(model, cfg, device), 0, np.zeros(20, np.int64), 0
-        for xa, xs, _ in pr.batches(rows):
+        for xa, xs, _ in pr.batches(out):
             for v in label_values(pr.probs(xa, xs), conf):
-                r = rows.iloc[done]; prof = tif_profile(r['img'])
-                write_tif(files[done], v, crs=prof['crs'], transform=prof['transform'])
+                prof = tif_profile(out['img'].iloc[done])
+                write_tif(out['msk'].iloc[done], v, crs=prof['crs'], transform=prof['transform'])
                 kept += int((v > 0).sum()); hist += np.bincount(v.ravel(), minlength=20); done += 1
-        write_json(js, dict(made=made, patches=len(rows), kept=round(kept / max(hist.sum(), 1), 6),
+        write_json(js, dict(made=made, patches=len(out), kept=round(kept / max(hist.sum(), 1), 6),
                             values={str(k): int(n) for k, n in enumerate(hist) if n}, members=model.members))
-    out = rows.assign(msk=[str(f) for f in files], split='train', pseudo=True)
     return out, read_json(js)
 
 # %% ../nbs/13c_pseudo.ipynb #a9c00014
@@ -101,3 +114,28 @@ def pseudo_note(ens:Ensemble,      # the models being scored
         if n: hits.append(f"{m.folder.name} on {n} ({p.get('protocol')} protocol)")
     return (f"trained on pseudo-labels of {len(ids & set().union(*[set((m.conf.get('pseudo') or {}).get('ids', [])) for m in ens.models]))} of these "
             f"{len(ids)} patches ({'; '.join(hits)}): this score is not a held-out one") if hits else ''
+
+# %% ../nbs/13c_pseudo.ipynb #a9c00018
+def scene_patches(images:list,        # the scene's rasters (`flair2 map --image` arguments: paths or `PATH:BANDS`)
+                  out,                # the folder to write (a FLAIR-format tree)
+                  size=512,           # patch side in pixels (the model's training patches')
+                  pixel_size=None,    # metres per pixel to read at (None: the scene's)
+                  domain='D000_0000', # the domain name the patches get
+                  min_valid=1.        # least share of valid pixels a kept window needs
+                 ) -> pd.DataFrame:
+    "Cut a scene into edge-to-edge patches in FLAIR's layout under `out`; their `patch_index`."
+    out = Path(out); img = out / 'flair_aerial_train' / domain / 'Z1_SC' / 'img'
+    if out.exists() and any(out.iterdir()): raise FileExistsError(f"{out}: not empty; cut the scene into a new folder")
+    n = 0
+    try:
+        with Scene(images, pixel_size) as sc:
+            for r in range(0, sc.height - size + 1, size):
+                for c in range(0, sc.width - size + 1, size):
+                    a, v = sc.read(r, c, size, size)
+                    if v.mean() < min_valid: continue
+                    x, y = sc.transform * (c, r)
+                    n += 1; write_tif(img / f"IMG_{n:06d}.tif", a, crs=sc.crs, transform=from_origin(x, y, sc.res, sc.res))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True); raise
+    if not n: raise ValueError(f"the scene holds no {size}×{size} window of valid pixels at {pixel_size or 'its'} m")
+    return patch_index(out)
