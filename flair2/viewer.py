@@ -75,6 +75,7 @@ def _model_of(folder) -> Ensemble|None:
         rec = json.loads(js.read_text())
         members = rec.get('models') or [dict(model=m) for m in ([rec['model']] if isinstance(rec['model'], str) else rec['model'])]  # earlier records
         ens = load_ensemble([m['model'] for m in members], [m.get('weight', 1.) for m in members])
+        if all('class_weights' in m for m in members): ens = Ensemble(ens.models, ens.weights, [m['class_weights'] for m in members])  # a fitted ensemble's
     except (FlairFormatError, KeyError, ValueError, TypeError) as e:
         warnings.warn(f"{js}: the model it records cannot be loaded ({e}); its Sentinel-2 series are shown with the default settings (give the model)")
         return None
