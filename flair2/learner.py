@@ -122,7 +122,7 @@ def pseudo_splitter(splitter,  # the run's splitter of its labelled patches (`ru
 def with_pseudo(index:pd.DataFrame, # a `patch_index`
                 cfg:TrainConfig,    # the settings (`pseudo_*`)
                 out                 # the model folder (pseudo-labels go to `out/pseudo/`)
-               ) -> tuple[pd.DataFrame, dict|None, callable|None]:
+               ) -> tuple:
     "`index` with the pseudo-labelled patches `cfg` asks for on its training side, their record (None without), and what labels them (nothing written yet)."
     if not cfg.pseudo_from: return index, None, None
     rows = pseudo_rows(index, cfg.pseudo_on)
