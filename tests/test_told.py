@@ -27,7 +27,8 @@ def test_saved_model_is_readable_as_every_other_file(models):
 def test_ctrl_c_is_one_line(tiny, tmp_path):
     out = tmp_path / 'm'
     p = subprocess.Popen([FLAIR2, 'train', '--data', str(tiny), '--out', str(out), '--quiet', '-s', 'epochs', '50', *SMALL_ARGS],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal: a SIGINT ignored by the test runner is not inherited
     _wait_for((out / 'ckpt' / 'ckpt.json').exists, p, what='the first checkpoint')
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=120)[1]
