@@ -54,7 +54,6 @@ def test_rerun_reuses_and_a_changed_setting_is_refused(index_tiny, base, tmp_pat
     stamp = js.stat().st_mtime_ns
     train(index_tiny, cfg, tmp_path / 'm', progress=False)     # finished: nothing relabelled
     assert js.stat().st_mtime_ns == stamp
-    (tmp_path / 'm' / 'ckpt' / 'ckpt.json').exists()
     other = TrainConfig.from_dict({**cfg.to_dict(), 'pseudo_conf': 0.5})
     with pytest.raises(ValueError, match='pseudo_conf 0.05 → 0.5'):
         train(index_tiny, other, tmp_path / 'm', progress=False)

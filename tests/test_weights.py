@@ -53,7 +53,7 @@ def test_flair_inc_predicts_as_the_donor(donors):
     assert torch.equal(net.encoder.layer2[0].conv1.weight, unet.encoder.layer2[0].conv1.weight)
     # at finest_stride 4 the U-Net has one block fewer than the donor's: named, not loaded
     net = FlairNet('aerial', NetConfig(encoder='resnet34', decoder='unet', finest_stride=4, pretrained=str(d / 'flair-inc.pth')))
-    assert net.pretrained['loaded']['decoder'] == 0 and 'missing' in net.pretrained['notes'][0] or 'unexpected' in net.pretrained['notes'][0]
+    assert net.pretrained['loaded']['decoder'] == 0 and ('missing' in net.pretrained['notes'][0] or 'unexpected' in net.pretrained['notes'][0])
 
 
 def test_smp_hub_segformer_loads_encoder_and_decode_head(donors):
