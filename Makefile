@@ -31,10 +31,10 @@ browser:
 
 env: $(VENV)/.installed
 
-# Direct dependencies are pinned in settings.ini (the dev environment has the optional wandb and mlflow trackers too); constraints.txt freezes the whole resolved set (`make lock`).
+# Direct dependencies are pinned in settings.ini (the dev environment has the optional wandb and mlflow trackers and the onnx extra too); constraints.txt freezes the whole resolved set (`make lock`).
 $(VENV)/.installed: settings.ini setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,wandb,mlflow]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,wandb,mlflow,onnx]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

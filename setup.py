@@ -14,6 +14,6 @@ setuptools.setup(
                  'Topic :: Scientific/Engineering :: GIS', 'Topic :: Scientific/Engineering :: Image Recognition'],
     python_requires=f">={cfg['min_python']}", packages=setuptools.find_packages(include=['flair2', 'flair2.*']),
     include_package_data=True, install_requires=cfg['requirements'].split(),
-    extras_require={k: cfg[f'{k}_requirements'].split() for k in ('dev', 'wandb', 'mlflow')},
+    extras_require={k: cfg[f'{k}_requirements'].split() for k in ('dev', 'wandb', 'mlflow', 'onnx')},
     entry_points={'console_scripts': cfg['console_scripts'].split(), 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown', zip_safe=False)

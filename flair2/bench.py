@@ -26,11 +26,14 @@ from .synth import synth_scene
 from .data import compute_stats
 from .io import patch_index
 from .maps import MapConfig
+from .inference import InferConfig, Predictor
+from .export import ExportConfig, OnnxModel, export_onnx
 
 # %% auto #0
-__all__ = ['BENCH_DATA', 'BENCH_FULL', 'Yardstick', 'peak_rss_mb', 'build_bench_model', 'time_model', 'model_figures', 'raw_read',
-           'loader_rate', 'bench_loader', 'bench', 'format_bench', 'rss_mb', 'bench_scale', 'format_scale', 'map_run',
-           'bench_map', 'format_map', 'bench_tracking', 'format_tracking']
+__all__ = ['BENCH_DATA', 'BENCH_FULL', 'ROSIA_8TH', 'Yardstick', 'peak_rss_mb', 'build_bench_model', 'time_model',
+           'model_figures', 'raw_read', 'loader_rate', 'bench_loader', 'bench', 'format_bench', 'rss_mb', 'bench_scale',
+           'format_scale', 'map_run', 'bench_map', 'format_map', 'bench_tracking', 'format_tracking', 'bench_onnx',
+           'format_onnx']
 
 # %% ../nbs/15_bench.ipynb #5cf3a8f7
 class Yardstick(nn.Module):
@@ -353,3 +356,52 @@ def format_tracking(r:dict # `bench_tracking` results
                       f"{'log folder per epoch':24s} {r['log_mb_per_epoch']:9.2f} MB",
                       f"{'previews':24s} {on['previews_s'] / r['epochs']:9.3f} s an epoch, {r['previews_share']:.2%} of it",
                       f"{'other logging':24s} {(on['logging_s'] + on['open_s']) / r['epochs']:9.3f} s an epoch"])
+
+# %% ../nbs/15_bench.ipynb #b0e0a002
+ROSIA_8TH = dict(s2=dict(size=40, bins=6, how='median'), net=dict(encoder='mit_b3', s2_encoder='cnn3d', finest_stride=4, fuse='concat', width=768))  # recipes/rosia-8th.yaml's architecture, without its pretrained start
+
+def bench_onnx(root,                        # the dataset folder (real-size patches)
+               specs:dict|None=None,        # name → `TrainConfig` fields of each model (None: the default fused model and `ROSIA_8TH`)
+               n=8,                         # patches timed (and verified on)
+               bs=4,                        # batch size
+               repeats=3,                   # timed runs (the best counts)
+               threads=None,                # torch and onnxruntime threads (None: torch's default)
+               tmp=None                     # scratch folder (None: a new temporary one)
+              ) -> list[dict]:
+    "Per model: export seconds and MB (fp32, fp16), fp16 agreement, and onnxruntime CPU patches/s against flair2's own, with their ratio."
+    if threads: torch.set_num_threads(threads)
+    threads, tmp = threads or torch.get_num_threads(), Path(tmp or tempfile.mkdtemp())
+    index = patch_index(root)
+    rows = index[index.msk.notna()].head(n).reset_index(drop=True)
+    out = []
+    for name, spec in (specs or {'flair2 default': {}, '8th place (MiT-b3 + 3D CNN)': ROSIA_8TH}).items():
+        cfg = TrainConfig.from_dict({'mode': 'fused', **spec})
+        folder = export_model(cfg.model(pretrained=False), cfg, tmp / name.split()[0], compute_stats(rows.head(4), S2Loader(cfg.s2)), rows.head(1))
+        model = load_model(folder)
+        r = dict(model=name, size=int(tif_profile(rows.iloc[0]['img'])['width']), patches=len(rows), threads=threads)
+        torch_pr = Predictor(model, InferConfig(tta=1, bs=bs), 'cpu')
+        batches = [(xa, xs) for xa, xs, _ in torch_pr.batches(rows)]
+        run = lambda pr: [pr.probs(xa, xs) for xa, xs in batches]
+        r['torch_patches_s'] = _best(lambda: run(torch_pr), len(rows), repeats)
+        for prec in ('fp32', 'fp16'):
+            f = tmp / f"{name.split()[0]}_{prec}.onnx"
+            e = export_onnx(model, f, ExportConfig(fp16=prec == 'fp16', verify=min(n, 4)), rows)
+            pr = OnnxModel(f, 'cpu', threads=threads).predictor(InferConfig(tta=1, bs=bs))
+            r.update({f"{prec}_export_s": e['seconds'], f"{prec}_mb": e['mb'], f"{prec}_agreement": e['verified']['agreement'],
+                      f"{prec}_max_dprob": e['verified']['max_dprob'], f"onnx_{prec}_patches_s": _best(lambda: run(pr), len(rows), repeats)})
+            r[f"onnx_{prec}_vs_torch"] = r[f"onnx_{prec}_patches_s"] / r['torch_patches_s']
+        out.append(r)
+    return out
+
+def format_onnx(rows:list # `bench_onnx` results
+               ) -> str:
+    "`bench_onnx` results as a table, one column per model."
+    keys = [('fp32_export_s', 'export fp32 (s)', '.1f'), ('fp32_mb', 'file fp32 (MB)', '.1f'), ('fp16_export_s', 'export fp16 (s)', '.1f'),
+            ('fp16_mb', 'file fp16 (MB)', '.1f'), ('fp16_agreement', 'fp16 class agreement', '.4%'), ('fp16_max_dprob', 'fp16 largest |Δp|', '.1e'),
+            ('torch_patches_s', 'flair2 (torch) patches/s', '.3f'), ('onnx_fp32_patches_s', 'onnxruntime fp32 patches/s', '.3f'),
+            ('onnx_fp32_vs_torch', 'onnxruntime fp32 / torch', '.2f'), ('onnx_fp16_patches_s', 'onnxruntime fp16 patches/s', '.3f'),
+            ('onnx_fp16_vs_torch', 'onnxruntime fp16 / torch', '.2f')]
+    head = f"{rows[0]['patches']} patches of {rows[0]['size']} px, TTA 1, {rows[0]['threads']} threads, CPU"
+    lines = [head, f"{'':28s}" + ''.join(f"{r['model'][:30]:>32s}" for r in rows)]
+    lines += [f"{label:28s}" + ''.join(f"{format(r[k], fmt):>32s}" for r in rows) for k, label, fmt in keys]
+    return '\n'.join(lines)

@@ -87,6 +87,10 @@ class Ensemble:
         return [b for b in AERIAL_BANDS if any(m.net.bands is None or AERIAL_BANDS.index(b) in m.net.bands for m in self.models)]
     @property
     def needs_s2(self) -> bool: return any(m.s2_input is not None for m in self.models)
+    @property
+    def other_weight(self) -> float: return self.first.cfg.other_weight  # the loss weight of "other" an evaluation's loss uses (the first member's)
+    @property
+    def geometry_recorded(self) -> bool: return all(m.patch is not None for m in self.models)  # every member recorded its patch geometry
     def geometry(self, window:int|None=None, pixel_size:float|None=None) -> tuple[int, float]:
         "(window side in pixels, metres per pixel) the members were trained at, unless given (FLAIR's for models saved without it)."
         geo = [m.patch for m in self.models]
@@ -204,6 +208,8 @@ class Predictor:
         self.s2 = [S2Loader(c) for c in configs]
     @property
     def weights(self) -> list: return self.model.weights
+    @property
+    def precision(self) -> str: return str(self.cfg.accel.amp_dtype(self.device) or torch.float32).removeprefix('torch.')  # what the networks compute in
     def read_s2(self, rows:list) -> list:
         "Each distinct Sentinel-2 input of the members for `rows` (index rows), stacked in a batch."
         return [torch.stack([l(r).as_subclass(torch.Tensor) for r in rows]) for l in self.s2]
@@ -249,11 +255,13 @@ def as_predictor(model:SavedModel|Ensemble|Predictor, # a model, an ensemble, or
                  device=None,                         # device (None: the predictor's own, or fastai's default)
                  **changes                            # `InferConfig` fields changed (e.g. `tta=1`)
                 ) -> Predictor:
-    "A `Predictor` for `model`: itself when it is one and nothing changes."
+    "A `Predictor` for `model`: itself when it is one and nothing changes; a model that brings its own (an ONNX graph, `flair2.export.OnnxModel`) makes it."
     if isinstance(model, Predictor):
         if cfg is None and device is None and not changes: return model
         cfg, device, model = cfg or model.cfg, device or model.device, model.model
-    return Predictor(model, replace(cfg or InferConfig(), **changes) if changes else cfg, device)
+    cfg = replace(cfg or InferConfig(), **changes) if changes else cfg
+    own = getattr(model, 'predictor', None)  # the runtime of a model that is not flair2's networks
+    return own(cfg, device) if own else Predictor(model, cfg, device)
 
 # %% ../nbs/10_inference.ipynb #47617851
 @torch.no_grad()
@@ -265,7 +273,7 @@ def evaluate(model:SavedModel|Ensemble|Predictor, # the model, an ensemble, or a
             ) -> pd.DataFrame:
     "Per-patch loss, mIoU and confusion matrix on `rows`."
     pr, rows = as_predictor(model, cfg, device, **changes), rows.reset_index(drop=True)
-    w = class_weights(pr.model.first.cfg.other_weight).to(pr.device)
+    w = class_weights(pr.model.other_weight).to(pr.device)
     out = []
     for xa, xs, y in pr.batches(rows, labels=True):
         y = y.as_subclass(torch.Tensor)

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 from .core import *
 from .model import join_process_group
 from .saved import SavedModel
-from .inference import InferConfig, Ensemble, Predictor
+from .inference import InferConfig, Ensemble, Predictor, as_predictor
 from .plot import plot_sample
 from .scenes import Scene, S2Series, s2_files, s2_grid, warp_s2
 
@@ -77,9 +77,9 @@ class Mapper:
                  cfg:MapConfig|None=None,   # the settings
                  device=None):              # device (None: fastai's default)
         self.cfg = cfg or MapConfig()
-        self.predictor = Predictor(model, self.cfg, device)  # a MapConfig is the predictor's InferConfig
+        self.predictor = as_predictor(model, self.cfg, device)  # a MapConfig is the predictor's InferConfig
         self.model, self.device = self.predictor.model, self.predictor.device
-        if any(m.patch is None for m in self.model.models) and not (self.cfg.window and self.cfg.pixel_size):
+        if not self.model.geometry_recorded and not (self.cfg.window and self.cfg.pixel_size):
             warnings.warn(f"{self.model.folder}: no patch geometry recorded (saved before flair2 0.1); assuming FLAIR's 512 px at 0.2 m")
         self.size, self.res = self.model.geometry(self.cfg.window, self.cfg.pixel_size)
         self.overlap = int(round(self.size * self.cfg.overlap))
@@ -203,7 +203,7 @@ def map_scene(model:SavedModel|Ensemble,  # the model, or an ensemble
                           f"{1 / (1 - cfg.overlap) ** 2:.0f} times (the default overlap {MapConfig.overlap} computes it about {1 / (1 - MapConfig.overlap) ** 2:.0f} times)")
         need = [b for b in mapper.bands if b not in scene.bands]
         if need: raise FlairFormatError(scene.specs[0][0], f"the model reads {', '.join(mapper.bands)}; the scene has no {', '.join(need)} (add an --image holding it, e.g. irc.tif:NIR,-,-)")
-        if mapper.needs_s2 and s2 is None: raise ValueError(f"{mapper.model.folder}: a {mapper.model.first.mode} model needs the scene's Sentinel-2 year: give --s2 (a folder of per-date GeoTIFFs)")
+        if mapper.needs_s2 and s2 is None: raise ValueError(f"{mapper.model.folder}: a model reading Sentinel-2 needs the scene's Sentinel-2 year: give --s2 (a folder of per-date GeoTIFFs)")
         grid = None  # the Sentinel-2 folder's 10 m grid around the scene, computed once (opening the first file: a damaged one is named now)
         if isinstance(s2, S2Series): s2.check_covers(scene.bounds)
         elif s2 is not None and mapper.needs_s2: grid = s2_grid(s2_files(s2), scene.crs, scene.bounds, mapper.margin)

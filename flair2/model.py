@@ -5,7 +5,7 @@
 # %% ../nbs/08_model.ipynb #e38df983
 from __future__ import annotations
 import contextlib, json, os, re, socket
-from fastai.torch_core import rank_distrib, num_distrib
+from fastai.torch_core import rank_distrib, num_distrib, TensorBase
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -19,8 +19,8 @@ from .core import N_CLASSES, OTHER, AERIAL_BANDS, S2_BANDS, FLAIR_PATCH, FlairFo
 __all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'WEIGHT_SUFFIXES', 'WRAPPERS', 'FLAIR_INC', 'PRECISIONS', 'S2Encoder',
            'S2Encoder3D', 'UTAE', 'MLPDecoder', 'UNetDecoder', 'timm_encoder', 'SmpEncoder', 'aerial_encoder',
            'hub_repo', 'pretrained_file', 'read_weights', 'weight_parts', 'segformer_head', 'class_rows', 'Pretrained',
-           'pretrained_report', 'pretrained_encoder', 'NetConfig', 'FlairNet', 'Accel', 'prepare_net', 'autocast',
-           'join_process_group']
+           'pretrained_report', 'pretrained_encoder', 'NetConfig', 'plain', 'FlairNet', 'Accel', 'prepare_net',
+           'autocast', 'join_process_group']
 
 # %% ../nbs/08_model.ipynb #1b1371e7
 class S2Encoder(nn.Module):
@@ -51,7 +51,7 @@ class S2Encoder(nn.Module):
         att = att.masked_fill(~mask, -1e4).softmax(-1)
         v = tok.view(B * S * S, T, self.heads, -1)
         out = torch.einsum('nht,nthd->nhd', att, v).reshape(B, S, S, -1).permute(0, 3, 1, 2)
-        out = out * valid.any(1).float()[:, None, None, None]
+        out = out * valid.any(1).to(out.dtype)[:, None, None, None]  # in the series' precision (a half-precision export stays half)
         return self.spatial(out)
 
 # %% ../nbs/08_model.ipynb #6e903c6e
@@ -66,7 +66,7 @@ class S2Encoder3D(nn.Module):
                                  nn.Conv3d(dim // 2, dim, 3, padding=1), nn.BatchNorm3d(dim), nn.ReLU(inplace=True))
 
     def forward(self, x):
-        valid = (x[:, :, -1, 0, 0] > 0).float()                                  # (B, T)
+        valid = (x[:, :, -1, 0, 0] > 0).to(x.dtype)                              # (B, T)
         f = self.net(x[:, :, :-1].transpose(1, 2))                                # (B, D, T, S, S)
         w = valid / valid.sum(1, keepdim=True).clamp(min=1)
         return torch.einsum('bdtsr,bt->bdsr', f, w)
@@ -114,7 +114,7 @@ class UTAE(nn.Module):
         for up, skip in zip(self.up, feats[-2::-1]):
             s = self._pool(skip, att)
             y = up(torch.cat([F.interpolate(y, size=s.shape[-2:], mode='bilinear', align_corners=False), s], 1))
-        return y * valid.any(1).float()[:, None, None, None]
+        return y * valid.any(1).to(y.dtype)[:, None, None, None]
 
 # %% ../nbs/08_model.ipynb #68d25237
 S2_ENCODERS = {'ltae': S2Encoder, 'cnn3d': S2Encoder3D, 'utae': UTAE}  # Sentinel-2 encoders by name
@@ -536,6 +536,12 @@ class NetConfig:
         "Settings from a dict, refusing unknown keys."
         return settings_from(cls, d, 'network')
 
+# %% ../nbs/08_model.ipynb #5e1a7c20
+def plain(x:torch.Tensor|None # a tensor, maybe one of fastai's typed subclasses
+         ) -> torch.Tensor|None:
+    "`x` as a plain tensor: fastai's typed tensors unwrapped, anything else (plain tensors, `torch.export`'s traced ones, None) untouched."
+    return x.as_subclass(torch.Tensor) if isinstance(x, TensorBase) else x
+
 # %% ../nbs/08_model.ipynb #39154b6e
 class FlairNet(nn.Module):
     "Aerial + Sentinel-2 segmentation network of `NetConfig` settings; `mode` is 'aerial', 'sentinel' or 'fused'."
@@ -583,8 +589,7 @@ class FlairNet(nn.Module):
         return F.adaptive_avg_pool2d(s2_feats[..., a:a + p, a:a + p], size)
 
     def forward(self, aerial, s2):
-        aerial = aerial.as_subclass(torch.Tensor)  # fastai's typed tensors refuse mixed arithmetic
-        s2 = s2.as_subclass(torch.Tensor) if s2 is not None else None  # an aerial model needs none
+        aerial, s2 = plain(aerial), plain(s2)  # fastai's typed tensors refuse mixed arithmetic; an aerial model's s2 may be None
         if self.bands is not None: aerial = aerial[:, self.bands]
         size, f2 = aerial.shape[-2:], None
         if self.mode == 'sentinel':

@@ -62,9 +62,8 @@ def predict_record(pr:Predictor,       # the predictor
                    cfg:PredictConfig   # the settings
                   ) -> dict:
     "What a prediction folder's files depend on: the members (checksums, weights, modes), the TTA asked for, the precision, the patches."
-    dtype = pr.cfg.accel.amp_dtype(pr.device)
     return dict(models={str(i): {k: m[k] for k in ('sha256', 'weight', 'mode')} for i, m in enumerate(pr.model.members)},
-                settings=dict(tta=cfg.tta, time_budget=cfg.time_budget, precision=str(dtype or torch.float32).removeprefix('torch.')),
+                settings=dict(tta=cfg.tta, time_budget=cfg.time_budget, precision=pr.precision),
                 data=ids_record(rows['id']))
 
 def _fresh(out:Path, dirs:list, made:dict):
