@@ -143,3 +143,23 @@ def test_unsupported_network_is_one_line(trained, tmp_path):
     with pytest.raises(Exception) as e: export_onnx(m, tmp_path / 'b.onnx', ExportConfig(verify=0))
     assert str(trained['rgb']) in str(e.value) and 'cannot be exported to ONNX' in str(e.value) and '\n' not in str(e.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_ensemble_of_members_with_different_sentinel2_settings(trained, tmp_path):
+    """Members reading other Sentinel-2 settings each get their own input; a setting two members share is one input."""
+    from flair2.saved import export_model
+    from flair2.data import compute_stats
+    idx = trained['idx']; tr = idx[idx.split == 'train']
+    models = []
+    for k, s2 in enumerate(({'size': 16, 'bins': 4}, {'size': 12, 'bins': 2, 'how': 'median'}, {'size': 16, 'bins': 4})):
+        cfg = TrainConfig.from_dict({'mode': 'fused', 'seed': k, 's2': s2, 'net': {'s2_dim': 16, 'width': 32, 's2_encoder': ('ltae', 'cnn3d', 'utae')[k]}})
+        export_model(cfg.model(pretrained=False), cfg, tmp_path / f"m{k}", compute_stats(tr.head(2), cfg.s2_loader()), tr.head(4))
+        models.append(load_model(tmp_path / f"m{k}"))
+    ens = Ensemble(models, [0.5, 0.3, 0.2])
+    rows = split_rows(idx, 'test')
+    r = export_onnx(ens, tmp_path / 'e.onnx', ExportConfig(), rows)
+    om = OnnxModel(tmp_path / 'e.onnx', 'cpu')
+    assert [i.name for i in om.session.get_inputs()] == ['aerial', 's2_0', 's2_1'] and [m['s2_input'] for m in r['members']] == [0, 1, 0]
+    pr = Predictor(ens, InferConfig(tta=1), 'cpu')
+    xa, xs, _ = next(pr.batches(rows.head(3)))
+    assert torch.allclose(om.predictor(InferConfig(tta=1)).probs(xa, xs), pr.probs(xa, xs), atol=1e-4)
