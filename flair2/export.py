@@ -269,6 +269,9 @@ class OnnxModel:
     def run(self, *xs) -> np.ndarray:
         "The graph's output for raw inputs (numpy or tensors, float32)."
         feed = {i['name']: np.ascontiguousarray(np.asarray(x, np.float32)) for i, x in zip(self.meta['inputs'], xs)}
+        h, w = feed['aerial'].shape[-2:]
+        if self.tile and (h, w) != (self.tile, self.tile):
+            raise ValueError(f"{self.path}: the graph takes {self.tile}×{self.tile}-px aerial inputs, not {h}×{w} (a model reading Sentinel-2 is exported at its patch size)")
         return self.session.run(None, feed)[0]
     def predictor(self, cfg:InferConfig|None=None, device=None) -> 'OnnxPredictor':
         "Its predictor (`flair2.inference.as_predictor` asks for it)."

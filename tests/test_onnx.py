@@ -2,7 +2,7 @@
 their metadata (the QGIS Deepness keys for aerial models) and a model card; fp16 keeps float32 in and out; predict,
 evaluate and map through `--onnx` give the flair2 model's results; a file that fails verification is never written;
 bad input is one line."""
-import json
+import json, re
 from pathlib import Path
 import numpy as np
 import pytest
@@ -39,7 +39,7 @@ def test_export_metadata_card_and_verification(trained, tmp_path, capsys):
     out = tmp_path / 'fused.onnx'
     assert _cli('export', '--model', trained['fused'], '--onnx', out, '--data', trained['data'], '--quiet') == 0
     said = capsys.readouterr().out
-    assert 'verified on 8 data patches' in said and 'class agreement 100' in said
+    assert 'verified on 8 data patches' in said and float(re.search(r'class agreement ([\d.]+)%', said).group(1)) >= 99.9
     om = OnnxModel(out, 'cpu')
     meta = om.session.get_modelmeta().custom_metadata_map
     rec = json.loads(meta['flair2'])
