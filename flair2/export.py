@@ -16,12 +16,12 @@ from .sentinel import S2Config
 from .data import S2Loader, d4
 from .model import Accel
 from .saved import SavedModel
-from .inference import InferConfig, Ensemble, Predictor, TTA_OPS, d4_inverse, as_ensemble
+from .inference import InferConfig, Ensemble, Predictor, TTA_OPS, d4_inverse, as_ensemble, s2_inputs
 
 # %% auto #0
-__all__ = ['ONNX_FORMAT', 'ExportConfig', 'need', 'MemberGraph', 's2_inputs', 'channel_softmax', 'EnsembleGraph',
-           'example_inputs', 'onnx_record', 'onnx_metadata', 'fixed_side', 'export_error', 'OnnxModel', 'OnnxPredictor',
-           'verify_onnx', 'model_card', 'export_onnx']
+__all__ = ['ONNX_FORMAT', 'ExportConfig', 'need', 'MemberGraph', 'channel_softmax', 'EnsembleGraph', 'example_inputs',
+           'onnx_record', 'onnx_metadata', 'fixed_side', 'export_error', 'OnnxModel', 'OnnxPredictor', 'verify_onnx',
+           'model_card', 'export_onnx']
 
 # %% ../nbs/10b_export.ipynb #e0b00006
 ONNX_FORMAT = 'flair2-onnx/1'  # the `format` of the `flair2` metadata entry of an exported file
@@ -79,14 +79,6 @@ class MemberGraph(nn.Module):
         return self.net(a.to(self.dtype), s.to(self.dtype)).float()
 
 # %% ../nbs/10b_export.ipynb #e0b0000e
-def s2_inputs(ens:Ensemble # the models
-             ) -> list:
-    "The distinct Sentinel-2 settings the members read, in order (one graph input each), and which each member reads."
-    configs = []
-    for m in ens.models:
-        if m.s2_input is not None and m.s2_input not in configs: configs.append(m.s2_input)
-    return configs, [None if m.s2_input is None else configs.index(m.s2_input) for m in ens.models]
-
 def channel_softmax(x:torch.Tensor # B×C×H×W logits
                    ) -> torch.Tensor:
     "Softmax over the classes (axis 1) written out: onnxruntime's own Softmax on axis 1 of a 4-D tensor transposes it and runs about 13× slower on the CPU."

@@ -19,8 +19,8 @@ from .saved import SavedModel, TrainConfig, class_weights, export_model, load_mo
 
 # %% auto #0
 __all__ = ['TTA_OPS', 'ENSEMBLE_FORMAT', 'InferConfig', 'Ensemble', 'as_ensemble', 'ensemble_file', 'read_ensemble',
-           'load_ensemble', 'd4_inverse', 'tta_probs', 'ensemble_probs', 'Predictor', 'as_predictor', 'evaluate',
-           'predict_arrays', 'pick_tta', 'time_tta']
+           'load_ensemble', 'd4_inverse', 'tta_probs', 'ensemble_probs', 's2_inputs', 'Predictor', 'as_predictor',
+           'evaluate', 'predict_arrays', 'pick_tta', 'time_tta']
 
 # %% ../nbs/10_inference.ipynb #e2831652
 TTA_OPS = {1: (0,), 2: (0, 4), 4: (0, 4, 2, 6), 8: tuple(range(8))}  # D4 operations per TTA level (see `flair2.data.d4`)
@@ -190,6 +190,15 @@ def ensemble_probs(nets:list,    # the members' networks
         acc = p if acc is None else acc + p
     return acc / acc.sum(1, keepdim=True).clamp_min(1e-12) if isinstance(weights[0], torch.Tensor) else acc
 
+# %% ../nbs/10_inference.ipynb #5d8a3e60
+def s2_inputs(ens:Ensemble # the models
+             ) -> tuple[list, list]:
+    "The distinct Sentinel-2 settings the members read, in order (each series read once), and which of them each member reads (None: none)."
+    configs = []
+    for m in ens.models:
+        if m.s2_input is not None and m.s2_input not in configs: configs.append(m.s2_input)
+    return configs, [None if m.s2_input is None else configs.index(m.s2_input) for m in ens.models]
+
 # %% ../nbs/10_inference.ipynb #5d8a3e61
 class Predictor:
     "An ensemble ready to run on `device`: networks prepared once, inputs built once per batch, class probabilities with TTA."
@@ -201,10 +210,7 @@ class Predictor:
         self.device = torch.device(device or default_device())
         self.nets = [prepare_net(m.net, self.cfg.accel, self.device).eval() for m in self.model.models]
         self.norms = [NormalizeMM(m.stats) for m in self.model.models]
-        configs = []  # the distinct Sentinel-2 settings: each series is read once, whichever members share it
-        for m in self.model.models:
-            if m.s2_input is not None and m.s2_input not in configs: configs.append(m.s2_input)
-        self.s2_of = [None if m.s2_input is None else configs.index(m.s2_input) for m in self.model.models]
+        configs, self.s2_of = s2_inputs(self.model)  # each series is read once, whichever members share it
         self.s2 = [S2Loader(c) for c in configs]
     @property
     def weights(self) -> list: return self.model.weights
