@@ -9,7 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
-import tifffile
+import tifffile, rasterio
+from datetime import datetime
 import segmentation_models_pytorch as smp
 from .core import *
 from .sentinel import S2Config
@@ -31,9 +32,9 @@ from .export import ExportConfig, OnnxModel, export_onnx
 
 # %% auto #0
 __all__ = ['BENCH_DATA', 'BENCH_FULL', 'ROSIA_8TH', 'Yardstick', 'peak_rss_mb', 'build_bench_model', 'time_model',
-           'model_figures', 'raw_read', 'loader_rate', 'bench_loader', 'bench', 'format_bench', 'rss_mb', 'bench_scale',
-           'format_scale', 'map_run', 'bench_map', 'format_map', 'bench_tracking', 'format_tracking', 'bench_onnx',
-           'format_onnx']
+           'model_figures', 'raw_read', 'SeedDataset', 'seed_rate', 'loader_rate', 'bench_loader', 'format_loader',
+           'bench_loaders', 'format_loaders', 'bench', 'format_bench', 'rss_mb', 'bench_scale', 'format_scale',
+           'map_run', 'bench_map', 'format_map', 'bench_tracking', 'format_tracking', 'bench_onnx', 'format_onnx']
 
 # %% ../nbs/15_bench.ipynb #5cf3a8f7
 class Yardstick(nn.Module):
@@ -128,6 +129,40 @@ def raw_read(rows:pd.DataFrame, # index rows
         tifffile.imread(r['img']); tifffile.imread(r['msk'])
         for k in ('s2_data', 's2_masks'): np.array(crop_centered(np.load(r[k], mmap_mode='r'), int(r['row']), int(r['col']), size))
 
+class SeedDataset(torch.utils.data.Dataset):
+    "The 8th place's `FLAIR2Dataset` item path (the seed's loader), step for step, on index rows: (aerial / 255, 12 monthly Sentinel-2 means / 19779, labels - 1)."
+    def __init__(self, rows:pd.DataFrame, size=40):  # labelled index rows; Sentinel-2 crop side
+        self.items, self.size = [(r['img'], r['msk'], r['s2_data'], r['s2_masks'], r['s2_products'], int(r['row']), int(r['col'])) for _, r in rows.iterrows()], size
+    def __len__(self): return len(self.items)
+    def _crop(self, path, r, c):
+        a, h = np.load(path, mmap_mode='r').astype(np.int16), self.size // 2  # the whole super-area read and cast, then cropped
+        return a[:, :, r - h:r + h, c - h:c + h]
+    def _months(self, products):
+        return [datetime.strptime(l.split('_')[2], '%Y%m%dT%H%M%S').month for l in Path(products).read_text().splitlines() if l.strip()]
+    def __getitem__(self, i):
+        img, msk, data, masks, products, r, c = self.items[i]
+        with rasterio.open(img) as f: aerial = torch.from_numpy(f.read()).to(torch.uint8) / 255.0
+        x, m, months = torch.from_numpy(self._crop(data, r, c)), self._crop(masks, r, c), self._months(products)
+        keep = []
+        for t in range(len(m)):  # the seed's date filter: a covered date is dropped unless it is its month's only one
+            cover = np.count_nonzero((m[t, 0] >= 60) + (m[t, 1] >= 60)) / (m.shape[2] * m.shape[3])
+            if cover < 0.5 or months.count(months[t]) == 1: keep.append(t)
+            else: months[t] = -1
+        x, months = x[keep], [v for v in months if v != -1]
+        s2 = torch.zeros((12, *x.shape[1:]))
+        for mo in range(12): s2[mo] = torch.mean(x[[j for j, v in enumerate(months) if v == mo + 1]].float(), dim=0)
+        with rasterio.open(msk) as f: labels = torch.from_numpy(f.read()).to(torch.uint8) - 1
+        return aerial, s2 / 19779.0, labels.squeeze()
+
+def seed_rate(rows:pd.DataFrame, # labelled index rows
+              size=40,           # Sentinel-2 crop side
+              bs=4,              # batch size
+              repeats=2          # passes (the best counts)
+             ) -> float:
+    "Samples per second of the seed's loader (`SeedDataset` in a torch `DataLoader`, no worker) over `rows`."
+    dl = torch.utils.data.DataLoader(SeedDataset(rows, size), batch_size=bs)
+    return _best(lambda: [None for _ in dl], len(rows), repeats)
+
 def loader_rate(rows:pd.DataFrame, # labelled index rows
                 s2,                # Sentinel-2 item loader (`S2Loader` or `S2Cache`)
                 bs=4,              # batch size
@@ -146,17 +181,48 @@ def bench_loader(rows:pd.DataFrame,       # labelled index rows
                  workers=(0, 1, 2),       # worker counts measured
                  cache_dir=None           # folder for the Sentinel-2 cache (None: a temporary one)
                 ) -> dict:
-    "Raw floor, loader without and with the Sentinel-2 cache for each worker count, and their ratios to the floor."
+    "Raw floor, the seed's loader, flair2's without and with the Sentinel-2 cache for each worker count, and their ratios to the floor and the seed."
     s2 = s2 or S2Config()
-    out = dict(raw_floor=_best(lambda: raw_read(rows, s2.size), len(rows), 2))
+    out = dict(raw_floor=_best(lambda: raw_read(rows, s2.size), len(rows), 2), seed=seed_rate(rows, s2.size, bs))
     loader = S2Loader(s2)
     for w in workers: out[f'loader_w{w}'] = loader_rate(rows, loader, bs, w)
     cache = S2Cache(loader, cache_dir or tempfile.mkdtemp())
     built = cache.build(rows, progress=False)
     out.update(cache_build_s=built['seconds'], cache_mb_per_patch=built['mb'] / max(built['files'], 1))
     for w in workers: out[f'loader_cached_w{w}'] = loader_rate(rows, cache, bs, w)
-    for k in [k for k in out if k.startswith('loader_')]: out[f'{k}_vs_floor'] = out[k] / out['raw_floor']
+    for k in [k for k in out if k.startswith('loader_')]: out[f'{k}_vs_floor'], out[f'{k}_vs_seed'] = out[k] / out['raw_floor'], out[k] / out['seed']
     return out
+
+def format_loader(L:dict # `bench_loader` results
+                 ) -> str:
+    "`bench_loader` results as a table: samples/s, and each loader's ratio to the raw floor and to the seed's loader."
+    lines = [f"{'loader, samples/s':28s} {'value':>10s} {'vs floor':>9s} {'vs seed':>8s}", f"{'raw floor':28s} {L['raw_floor']:10.1f}",
+             f"{'seed (8th place FLAIR2Dataset)':28s} {L['seed']:10.1f}"]
+    name = lambda k: f"loader{' + S2 cache' if 'cached' in k else ''}, {k.rsplit('_w', 1)[1]} workers"
+    lines += [f"{name(k):28s} {L[k]:10.1f} {L[k + '_vs_floor']:8.2f}× {L[k + '_vs_seed']:7.2f}×" for k in L if k.startswith('loader_') and not k.endswith(('_vs_floor', '_vs_seed'))]
+    return '\n'.join(lines + [f"{'cache build (s), MB/patch':28s} {L['cache_build_s']:10.2f} {L['cache_mb_per_patch']:9.2f}"])
+
+def bench_loaders(root,                     # the dataset folder
+                  n=32,                     # patches read
+                  runs=3,                   # repetitions of the whole comparison
+                  workers=(0,),             # loader worker counts
+                  s2:S2Config|None=None,    # Sentinel-2 settings (None: the defaults)
+                  bs=4                      # batch size
+                 ) -> dict:
+    "The loader comparison alone (`bench_loader`), `runs` times on the first `n` labelled training patches, with the lowest ratios."
+    index = patch_index(root)
+    rows = index[(index.split == 'train') & index.msk.notna()].head(n).reset_index(drop=True)
+    out = dict(patches=len(rows), size=int(tif_profile(rows.iloc[0]['img'])['width']), threads=torch.get_num_threads(),
+               runs=[bench_loader(rows, s2, bs, workers) for _ in range(runs)])
+    out['lowest'] = {k: min(r[k] for r in out['runs']) for k in out['runs'][0] if k.endswith(('_vs_floor', '_vs_seed'))}
+    return out
+
+def format_loaders(r:dict # `bench_loaders` results
+                  ) -> str:
+    "Each run's loader table, then the lowest ratios over the runs."
+    head = f"{r['patches']} patches of {r['size']} px, {r['threads']} torch threads, cpu, {len(r['runs'])} runs"
+    return '\n\n'.join([head] + [f"run {i + 1}\n{format_loader(L)}" for i, L in enumerate(r['runs'])] +
+                       ['lowest over the runs: ' + ', '.join(f"{k} {v:.2f}×" for k, v in r['lowest'].items())])
 
 # %% ../nbs/15_bench.ipynb #8f3a00dc
 def bench(root,                       # the dataset folder
@@ -192,12 +258,7 @@ def format_bench(r:dict # `bench` results
     lines = [f"{r['patches']} patches of {r['size']} px, {r['threads']} torch threads, {r['device']}",
              f"{'':28s} {'flair2 (' + m['net']['encoder'] + ')':>22s} {'yardstick (MiT-b0)':>20s} {'ratio':>8s}"]
     lines += [f"{name:28s} {r['flair2'][k]:22.2f} {r['yardstick'][k]:20.2f} {r['ratio'][k]:7.2f}×" for k, name in cols]
-    L = r['loader']
-    lines += ['', f"{'loader, samples/s':28s} {'value':>10s} {'vs floor':>9s}", f"{'raw floor':28s} {L['raw_floor']:10.1f}"]
-    name = lambda k: f"loader{' + S2 cache' if 'cached' in k else ''}, {k.rsplit('_w', 1)[1]} workers"
-    lines += [f"{name(k):28s} {L[k]:10.1f} {L[k + '_vs_floor']:8.2f}×" for k in L if k.startswith('loader_') and not k.endswith('_vs_floor')]
-    lines += [f"{'cache build (s), MB/patch':28s} {L['cache_build_s']:10.2f} {L['cache_mb_per_patch']:9.2f}"]
-    return '\n'.join(lines)
+    return '\n'.join(lines + ['', format_loader(r['loader'])])
 
 # %% ../nbs/15_bench.ipynb #17e129ca
 def rss_mb() -> float:

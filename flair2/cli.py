@@ -471,13 +471,15 @@ def _p_bench(sub, par):
     b.add_argument('--scale', action='store_true', help='the at-scale bench: 2,000 real-size patches (generated once, 4 GB): index, scan, loader with workers and the Sentinel-2 cache, memory while training and predicting')
     b.add_argument('--tracking', action='store_true', help='what TensorBoard tracking costs: a fused training without and with it on the 512-px bench data (step and epoch time, log MB per epoch, the previews\' share)')
     b.add_argument('--onnx', action='store_true', help='the export bench: the default fused model and the 8th-place architecture exported (fp32, fp16: seconds, MB, agreement), onnxruntime CPU patches/s against flair2\'s own on the 512-px bench data')
+    b.add_argument('--loader', action='store_true', help="the loader comparison alone, --runs times: raw-read floor, the seed's loader (the 8th place's FLAIR2Dataset) and flair2's with --workers, without and with the Sentinel-2 cache, with both ratios")
+    b.add_argument('--runs', type=int, default=3, help='repetitions of the --loader comparison (the lowest ratios are printed last)')
     b.add_argument('--map', action='store_true', help='the map bench: megapixels/s and peak memory of flair2 map on generated 0.2 m scenes, without and with overlap')
     b.add_argument('--map-sizes', type=int, nargs='+', default=[2048, 4096], help='scene sides in pixels for --map (multiples of 512)')
     b.add_argument('--map-block', type=int, default=2048, help='--map also maps each scene in blocks of this side, to show memory follows the block')
     b.set_defaults(fn=_cmd_bench)
 
 def _cmd_bench(a):
-    from flair2.bench import bench, bench_scale, format_bench, format_scale, bench_map, format_map, bench_tracking, format_tracking, bench_onnx, format_onnx, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
+    from flair2.bench import bench, bench_scale, format_bench, format_scale, bench_map, format_map, bench_tracking, format_tracking, bench_onnx, format_onnx, bench_loaders, format_loaders, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
     out = outputs_dir() / 'bench'
     if a.map:
         r = bench_map(out / 'map', sizes=tuple(a.map_sizes), block=a.map_block, bs=a.bs, spec=parse_params(a.set or ()))
@@ -487,8 +489,13 @@ def _cmd_bench(a):
     t = time.time()
     root = Path(a.data) if a.data else generated_root('bench-full' if a.scale else 'bench-512', not a.quiet, **(BENCH_FULL if a.scale else BENCH_DATA))
     generated = time.time() - t  # 0 when the data was there already
-    name = 'scale' if a.scale else 'tracking' if a.tracking else 'onnx' if a.onnx else 'bench'
-    if a.scale:
+    name = 'scale' if a.scale else 'tracking' if a.tracking else 'onnx' if a.onnx else 'loader' if a.loader else 'bench'
+    if a.loader:
+        if a.threads: torch.set_num_threads(a.threads)
+        s2 = TrainConfig.from_dict({'mode': 'fused', **parse_params(a.set or ())}).s2  # what the model -s describes reads
+        r = bench_loaders(root, n=a.patches or 32, runs=a.runs, workers=tuple(a.workers), s2=s2, bs=a.bs)
+        text = format_loaders(r)
+    elif a.scale:
         r = bench_scale(root, n=a.patches or 128, bs=a.bs, workers=max(a.workers), tmp=out / 'scale-tmp')
         if not a.data: r['generate_s'] = generated
         shutil.rmtree(out / 'scale-tmp', ignore_errors=True)

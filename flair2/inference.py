@@ -31,7 +31,7 @@ class InferConfig:
     "How a model (or an ensemble) runs over patches."
     tta: int = 4                    # D4 test-time augmentation level: 1 (none), 2, 4 (the flips) or 8 (flips and rotations)
     bs: int = 8                     # batch size
-    num_workers: int = 0            # DataLoader workers
+    num_workers: int|None = None    # DataLoader workers (None: the fastest for the device, `flair2.data.default_workers`)
     accel: Accel = field(default_factory=Accel)  # mixed precision, channels-last, compile (on a GPU)
 
     def __post_init__(self):

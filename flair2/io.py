@@ -251,7 +251,9 @@ def read_mask(path,          # a `MSK_*.tif`
              ) -> np.ndarray:
     """Read a `MSK_*.tif` (values 1..19) as H×W uint8, mapped to the 13 scored classes unless `classes13=False`."""
     m = check_labels(read_pixels(path, 'mask')[0], path, unlabelled)
-    return to13(m) if classes13 else m
+    if not classes13: return m
+    if unlabelled: return to13(m)  # 0 (no label) → `IGNORE` by the table
+    np.subtract(m, 1, out=m); return np.minimum(m, OTHER, out=m)  # values checked in 1..19: `to13` in place on the array just read
 
 # %% ../nbs/03_io.ipynb #70ea43fd
 def product_date(name:str # e.g. `S2A_MSIL2A_20210415T105021_...`

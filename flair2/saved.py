@@ -65,7 +65,7 @@ class TrainConfig:
     valid_domains: list|None = None  # held-out domains (None: a seeded share of the train domains)
     valid_pct: float = 0.25        # share of domains (or patches, with `valid_by='random'`) held out
     augment: bool = True           # joint D4 augmentation
-    num_workers: int = 0           # DataLoader workers
+    num_workers: int|None = None   # DataLoader workers (None: the fastest for the device, `flair2.data.default_workers`)
     stats_items: int = 200         # patches sampled for normalisation statistics
     seed: int = 0                  # seed of split, initialisation and batches
     accel: Accel = field(default_factory=Accel)  # mixed precision, channels-last, compile (on a GPU)

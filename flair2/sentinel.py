@@ -68,24 +68,31 @@ def date_bins(dates:np.ndarray, # acquisition dates (datetime64)
     return months * bins // 12
 
 # %% ../nbs/02_sentinel.ipynb #fb552ac0
+def _run_sum(terms) -> np.ndarray:
+    "Float32 sum of an iterable of arrays, added in order (what `np.add.reduceat` does on axis 0, without stacking them first)."
+    it = iter(terms); acc = np.array(next(it), np.float32)
+    for t in it: np.add(acc, t, out=acc, dtype=np.float32)
+    return acc
+
 def _bin_means(data, idx, keep, covered, bins):
-    "Bin means of a T×C×H×W series by sums over runs of dates: (bins×C×H×W float32, bins validity)."
+    "Bin means of a T×C×H×W series by sums over the dates of each bin, read date by date: (bins×C×H×W float32, bins validity)."
     kept = np.where(keep)[0]
     kept = kept[np.argsort(idx[kept], kind='stable')]                # dates grouped by bin; dropped dates are never read
     T, C, H, W = len(kept), *data.shape[1:]
     out, valid = np.zeros((bins, C, H, W), np.float32), np.zeros(bins, bool)
     if not T: return out, valid
-    x = np.empty((T, C, H, W), np.float32); x[...] = data[kept]     # one pass: gather the crop and convert
     b, starts = np.unique(idx[kept], return_index=True)              # the bins that have dates, and where their run starts
+    runs = np.split(kept, starts[1:])                                # the dates of each of them, in order
     if covered is None:
-        n = np.diff(np.append(starts, T)).astype(np.float32)
-        out[b] = np.add.reduceat(x, starts, axis=0) / n[:, None, None, None]
+        for k, r in zip(b, runs):
+            o = out[k]; o[...] = data[r[0]]                           # the bin's sum, date after date, in its slot of `out`
+            for t in r[1:]: np.add(o, data[t], out=o, dtype=np.float32)
+            o /= np.float32(len(r))
         valid[b] = True
         return out, valid
-    ok = ~np.asarray(covered, bool)[kept]                            # T × H × W: pixels seen
-    x *= ok[:, None]
-    n = np.add.reduceat(ok.astype(np.float32), starts, axis=0)       # bins-with-dates × H × W: observations per pixel
-    s = np.add.reduceat(x, starts, axis=0)                           # their sums
+    ok = ~np.asarray(covered, bool)                                  # T × H × W: pixels seen
+    n = np.stack([_run_sum(ok[t] for t in r) for r in runs])         # bins-with-dates × H × W: observations per pixel
+    s = np.stack([_run_sum(np.multiply(data[t], ok[t], dtype=np.float32) for t in r) for r in runs])  # their sums
     seen = n > 0
     v = s / np.maximum(n, 1)[:, None]
     fill = (v * seen[:, None]).sum((2, 3), keepdims=True) / np.maximum(seen.sum((1, 2)), 1)[:, None, None, None]  # per-band mean over seen pixels

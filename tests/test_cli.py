@@ -42,3 +42,9 @@ def test_bench_compares_with_the_yardstick(tiny, tmp_path, monkeypatch, capsys):
     assert 'yardstick (MiT-b0)' in out and 'loader + S2 cache, 0 workers' in out
     r = __import__('json').loads((tmp_path / 'bench' / 'bench.json').read_text())
     assert r['model']['net']['width'] == 16 and r['ratio']['train_bs2'] > 0 and r['loader']['loader_w0_vs_floor'] > 0
+    assert main(['bench', '--data', str(tiny), '--loader', '--runs', '2', '--patches', '4', '--workers', '0', '--bs', '2',
+                 '-s', 's2.size', '16', '-s', 's2.bins', '4', '--quiet']) == 0
+    out = capsys.readouterr().out
+    assert out.count('seed (8th place FLAIR2Dataset)') == 2 and 'lowest over the runs: loader_w0_vs_floor' in out
+    r = __import__('json').loads((tmp_path / 'bench' / 'loader.json').read_text())
+    assert len(r['runs']) == 2 and r['lowest']['loader_w0_vs_seed'] == min(x['loader_w0_vs_seed'] for x in r['runs'])
