@@ -175,9 +175,11 @@ def compute_stats(rows:pd.DataFrame,        # index rows to sample
     return out | dict(s2_mean=(s_sum / max(s_n, 1)).tolist(), s2_std=std(s_sum, s_sq, max(s_n, 1)).tolist())
 
 # %% ../nbs/07_data.ipynb #bf02cd
+_USE_COUNT = getattr(torch._C, '_storage_Use_Count', None)  # torch's count of the tensors holding a storage
+
 def _in_use(t:torch.Tensor) -> bool:
-    "Whether any tensor other than `t` shares `t`'s storage (a view, an alias, a batch still held)."
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata) > 2  # `t` and the storage handle made to ask
+    "Whether any tensor other than `t` shares `t`'s storage (a view, an alias, a batch still held); always, if torch cannot tell."
+    return _USE_COUNT is None or _USE_COUNT(t.untyped_storage()._cdata) > 2  # `t` and the storage handle made to ask
 
 class Buffers:
     "Reusable CPU output buffers: one no tensor uses any more is handed out again (its pages already mapped), else a new one; the last `n` are kept."
@@ -188,7 +190,8 @@ class Buffers:
         "An uninitialised tensor of `dtype` shaped and laid out like `like`."
         if isinstance(like, torch.Tensor): like = like.as_subclass(torch.Tensor)  # a plain buffer: a typed one keeps a second hold on its storage
         make = (lambda: torch.empty_like(like, dtype=dtype)) if isinstance(like, torch.Tensor) else (lambda: torch.empty(like, dtype=dtype))
-        if isinstance(like, torch.Tensor) and like.device.type != 'cpu' or get_worker_info() is not None: return make()  # CUDA's allocator caches blocks; a worker's batch is shared with the main process
+        if (isinstance(like, torch.Tensor) and like.device.type != 'cpu') or get_worker_info() is not None:
+            return make()  # CUDA's allocator caches blocks already; a worker's batch is shared with the main process
         key = (tuple(like.shape), like.stride(), dtype) if isinstance(like, torch.Tensor) else (tuple(like), None, dtype)
         for k, b in self.bufs:
             if k == key and not _in_use(b): return b
