@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTHON ?= python3.11
 
-.PHONY: run test lab board env lock clean-env browser
+.PHONY: run test lab board env lock clean-env browser gpu-check
 run: $(VENV)/.installed
 	$(VENV)/bin/flair2 run $(ARGS)
 
@@ -43,3 +43,7 @@ lock:
 
 clean-env:
 	rm -rf $(VENV)
+
+# The device check (issue: prove the GPU paths): real-size on a GPU, CPU-sized elsewhere; report in outputs/gpu/ (ARGS: --steps, -s KEY VALUE, --out).
+gpu-check: $(VENV)/.installed
+	$(VENV)/bin/flair2 gpu-check $(ARGS)

@@ -23,8 +23,8 @@ from .maps import MapConfig
 
 # %% auto #0
 __all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'TRAIN_PARAMS', 'PARAM_RANGES', 'PARAM_CHOICES', 'outputs_dir', 'generated_root',
-           'data_root', 'no_partial_output', 'parse_params', 'notebook_params', 'check_params', 'ipc_kernel_manager',
-           'run_chain', 'Run', 'setup']
+           'data_root', 'no_partial_output', 'parse_params', 'notebook_params', 'train_settings', 'check_params',
+           'ipc_kernel_manager', 'run_chain', 'Run', 'setup']
 
 # %% ../nbs/16_chain.ipynb #38f466f2
 REPO = Path(flair2.__file__).resolve().parent.parent
@@ -118,11 +118,16 @@ def _same_kind(v, d) -> bool:
     if isinstance(d, (int, float)): return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(d, float) or isinstance(v, int))
     return isinstance(v, type(d))
 
+def train_settings(params:dict # the chain's parameters (a recipe file's, `parse_params`)
+                  ) -> TrainConfig:
+    "The `TrainConfig` the training notebook builds from the chain's parameters: its fields among them, then `settings`."
+    return TrainConfig.from_dict({**{k: params[k] for k in TRAIN_PARAMS if k in params}, **dict(params.get('settings') or {})})
+
 def _check_settings(params:dict):
     "Build the settings the notebooks will build from `params`, so that a bad value is refused now, naming it."
     if params.get('seeds') is not None and not (isinstance(params['seeds'], list) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in params['seeds'])):
         raise ValueError(f"parameter seeds must be a list of integers (e.g. [0, 1, 2]), not {params['seeds']!r}")
-    TrainConfig.from_dict({**{k: params[k] for k in TRAIN_PARAMS if k in params}, **dict(params.get('settings') or {})})
+    train_settings(params)
     PredictConfig(**{k: params[k] for k in ('tta', 'bs', 'num_workers', 'time_budget') if k in params})
     MapConfig(**{k: params[k] for k in ('tta', 'overlap') if k in params})
 

@@ -8,7 +8,7 @@ from .chain import *  # first: it quiets fastai's import-time notice before anyt
 import argparse, json, os, shutil, sys, time, warnings
 import pandas as pd
 import flair2
-from dataclasses import fields, MISSING, is_dataclass
+from dataclasses import fields, MISSING, is_dataclass, asdict
 from pathlib import Path
 from fastcore.docments import docments
 from .core import *
@@ -516,8 +516,27 @@ def _cmd_bench(a):
     (out / f"{name}.txt").write_text(text + '\n')
     return 0
 
+# %% ../nbs/17_cli.ipynb #9c3ddacb
+def _p_gpucheck(sub, par):
+    g = sub.add_parser('gpu-check', help='the device check: mixed precision, channels-last, compile, loader workers, numerics, prediction and maps, nccl data-parallel with a kill and a resume; CPU-sized without a GPU')
+    g.add_argument('--out', help='report folder (default: outputs/gpu): gpu_check.json, gpu_check.md')
+    g.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when torch sees a GPU, else the CPU-sized check)')
+    g.add_argument('--steps', help='comma-separated steps to run among data, training, numerics, inference, ddp (`flair2.gpucheck.STEPS`; default: all; the data step always runs)')
+    g.add_argument('-s', '--set', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='a GpuCheckConfig field, e.g. -s steps 50 -s workers [0,8]')
+    g.set_defaults(fn=_cmd_gpucheck)
+
+def _cmd_gpucheck(a):
+    import torch
+    from flair2.gpucheck import GpuCheckConfig, gpu_check, report_markdown  # the check trains: imported when asked for, as the bench
+    dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    gc = settings_from(GpuCheckConfig, {**asdict(GpuCheckConfig.for_device(dev)), **parse_params(a.set or ())}, 'gpu-check')
+    r = gpu_check(Path(a.out) if a.out else outputs_dir() / 'gpu', dev, gc, only=a.steps.split(',') if a.steps else None)
+    print(report_markdown(r), end='')
+    for k in r['failed']: print(f"flair2 gpu-check: step {k} failed: {r['steps'][k]['error']}", file=sys.stderr)
+    return 1 if r['failed'] else 0
+
 # %% ../nbs/17_cli.ipynb #3e875220
-COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_runs, _p_board, _p_predict, _p_evaluate, _p_ensemble, _p_map, _p_patches, _p_export, _p_elevation, _p_bench)  # each adds one subcommand
+COMMANDS = (_p_synth, _p_check, _p_run, _p_train, _p_runs, _p_board, _p_predict, _p_evaluate, _p_ensemble, _p_map, _p_patches, _p_export, _p_elevation, _p_bench, _p_gpucheck)  # each adds one subcommand
 
 def build_parser() -> argparse.ArgumentParser:
     "The `flair2` argument parser."

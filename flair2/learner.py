@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_learner.ipynb #100dc53f
 from __future__ import annotations
-import json, sys, random, time, itertools
+import json, sys, random, time, itertools, warnings
 from dataclasses import fields
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from .core import *
 from .data import flair_dls, domain_splitter, random_splitter, NormalizeMM
 from .metrics import MIoU
-from .model import prepare_net, join_process_group, NetConfig, Accel, pretrained_report
+from .model import prepare_net, join_process_group, launched, NetConfig, Accel, pretrained_report
 from .sentinel import S2Config
 from .saved import TrainConfig, class_weights, export_model, load_model, find_model, patch_geometry, patch_side, seed_folder, tracker_list, NO_EFFECT
 from .track import Track, log_folder
@@ -26,10 +26,10 @@ from .pseudo import pseudo_rows, scored_overlap, check_protocol, pseudo_plan, wr
 
 # %% auto #0
 __all__ = ['MaskedFocalLoss', 'MaskedFocalLossFlat', 'seg_loss', 'AuxLoss', 'init_from', 'flair_splitter', 'run_splitter',
-           'pseudo_splitter', 'with_pseudo', 'use_stats', 'build_learner', 'ChannelsLastAerial', 'run_state',
-           'restore_run', 'Checkpoint', 'read_checkpoint', 'resume_state', 'fits_checkpoint', 'FlairDistributedDL',
-           'FlairDistributedTrainer', 'data_parallel', 'train_record', 'train', 'seed_runs', 'train_seeds', 'grid_key',
-           'grid_runs', 'lr_find_figure', 'plot_history']
+           'pseudo_splitter', 'with_pseudo', 'use_stats', 'build_learner', 'AmpOnDevice', 'ChannelsLastAerial',
+           'run_state', 'restore_run', 'Checkpoint', 'read_checkpoint', 'resume_state', 'fits_checkpoint',
+           'FlairDistributedDL', 'FlairDistributedTrainer', 'data_parallel', 'train_record', 'train', 'seed_runs',
+           'train_seeds', 'grid_key', 'grid_runs', 'lr_find_figure', 'plot_history']
 
 # %% ../nbs/14_learner.ipynb #1656cf85
 class MaskedFocalLoss(nn.Module):
@@ -176,10 +176,18 @@ def build_learner(index:pd.DataFrame,     # a `patch_index` (its labelled train 
     learn = Learner(dls, net, loss_func=seg_loss(cfg), metrics=[MIoU()], wd=cfg.wd, path=path, model_dir='.', splitter=flair_splitter)
     learn.init_record = init
     dtype = cfg.accel.amp_dtype(dls.device)
-    if dtype is not None: learn.add_cb(MixedPrecision(amp_mode=AMPMode.BF16 if dtype == torch.bfloat16 else AMPMode.FP16))
+    if dtype is not None: learn.add_cb(AmpOnDevice(amp_mode=AMPMode.BF16 if dtype == torch.bfloat16 else AMPMode.FP16))
     if cfg.accel.channels_last: learn.add_cb(ChannelsLastAerial())
     if cfg.aux_weight: learn.add_cb(AuxLoss(cfg.aux_weight))
     return learn
+
+class AmpOnDevice(MixedPrecision):
+    "fastai's `MixedPrecision` on the batches' own device (fastai's autocasts and scales for CUDA only: on a CPU it computed float32 unasked)."
+    def before_fit(self):
+        with warnings.catch_warnings():  # fastai's CUDA autocast, replaced below, warns on a CPU
+            warnings.simplefilter('ignore'); super().before_fit()
+        dev, dtype = self.dls.device.type, self.autocast.fast_dtype
+        self.autocast, self.learn.scaler = torch.autocast(dev, dtype=dtype), torch.amp.GradScaler(dev, **self.kwargs)
 
 class ChannelsLastAerial(Callback):
     "Give the network its aerial batch in the channels-last layout (the Sentinel-2 batch is 5-D: left as it is)."
@@ -303,8 +311,8 @@ class FlairDistributedTrainer(DistributedTrainer):
 @contextmanager
 def data_parallel(learn:Learner # the Learner to fit
                  ):
-    "Train `learn` data-parallel when launched on several processes (a no-op in a single process)."
-    if num_distrib() <= 1:
+    "Train `learn` data-parallel when `torchrun` launched the process (one process too: a group of one); a no-op otherwise."
+    if not launched():
         yield learn; return
     gpu = torch.cuda.is_available()
     cb = FlairDistributedTrainer(sync_bn=gpu, cpu=not gpu)  # SyncBatchNorm needs CUDA; accelerate runs CPU processes over gloo only when told `cpu`
@@ -385,7 +393,7 @@ def train(index:pd.DataFrame,  # a `patch_index`
         if track: track.finish(learn.final_metrics)
     finally:
         if track: track.close()
-    extra = dict(distributed=dict(world_size=num_distrib(), samples_per_rank=learn.samples_per_rank)) if num_distrib() > 1 else {}
+    extra = dict(distributed=dict(world_size=num_distrib(), samples_per_rank=learn.samples_per_rank)) if launched() else {}
     if learn.init_record: extra['init'] = learn.init_record
     if pseudo: extra['pseudo'] = {k: v for k, v in pseudo.items() if k != 'made'}
     extra['train_seconds'] = round(sum(_ckpt_json(ck).get('seconds', {}).values()), 1)

@@ -20,7 +20,7 @@ __all__ = ['S2_ENCODERS', 'SMP_ENCODERS', 'WEIGHT_FILES', 'WEIGHT_SUFFIXES', 'WR
            'S2Encoder3D', 'UTAE', 'MLPDecoder', 'UNetDecoder', 'timm_encoder', 'SmpEncoder', 'aerial_encoder',
            'hub_repo', 'pretrained_file', 'read_weights', 'weight_parts', 'segformer_head', 'class_rows', 'Pretrained',
            'pretrained_report', 'pretrained_encoder', 'NetConfig', 'plain', 'FlairNet', 'Accel', 'prepare_net',
-           'autocast', 'join_process_group']
+           'autocast', 'launched', 'join_process_group']
 
 # %% ../nbs/08_model.ipynb #1b1371e7
 class S2Encoder(nn.Module):
@@ -654,9 +654,13 @@ def autocast(accel:Accel, # how the network runs
     return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 # %% ../nbs/08_model.ipynb #fe3f8853
+def launched() -> bool:
+    "Whether `torchrun` started this process (it sets `LOCAL_RANK`): data-parallel then, even as the only process."
+    return int(os.environ.get('LOCAL_RANK', -1)) >= 0
+
 def join_process_group() -> tuple[int, int]:
     "(rank, world size) of this process, after joining torchrun's process group (its own GPU, when there are GPUs); (0, 1) alone."
-    if num_distrib() <= 1: return 0, 1
+    if not launched(): return 0, 1
     from accelerate import PartialState  # a library, loaded only by processes torchrun launched (its import is slow)
     cuda = torch.cuda.is_available()
     if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
