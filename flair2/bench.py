@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_bench.ipynb #7eeafafd
 from __future__ import annotations
-import time, resource, json, sys, subprocess, tempfile
+import os, time, resource, json, sys, subprocess, tempfile
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -15,6 +15,7 @@ import segmentation_models_pytorch as smp
 from .core import *
 from .sentinel import S2Config
 from .io import patch_index, tif_profile, crop_centered
+from .hub import is_hub, hub_dates, write_gpkg, HUB_MODS
 from .check import preflight
 from .data import flair_dls, S2Loader, S2Cache
 from .model import FlairNet, prepare_net
@@ -33,8 +34,9 @@ from .export import ExportConfig, OnnxModel, export_onnx
 # %% auto #0
 __all__ = ['BENCH_DATA', 'BENCH_FULL', 'ROSIA_8TH', 'Yardstick', 'peak_rss_mb', 'build_bench_model', 'time_model',
            'model_figures', 'raw_read', 'SeedDataset', 'seed_rate', 'loader_rate', 'bench_loader', 'format_loader',
-           'bench_loaders', 'format_loaders', 'bench', 'format_bench', 'rss_mb', 'bench_scale', 'format_scale',
-           'map_run', 'bench_map', 'format_map', 'bench_tracking', 'format_tracking', 'bench_onnx', 'format_onnx']
+           'bench_loaders', 'format_loaders', 'hub_empty_tree', 'bench_hub_index', 'bench', 'format_bench', 'rss_mb',
+           'bench_scale', 'format_scale', 'map_run', 'bench_map', 'format_map', 'bench_tracking', 'format_tracking',
+           'bench_onnx', 'format_onnx']
 
 # %% ../nbs/15_bench.ipynb #5cf3a8f7
 class Yardstick(nn.Module):
@@ -126,6 +128,9 @@ def raw_read(rows:pd.DataFrame, # index rows
             ):
     "Read what any loader must read for `rows`: image, mask and Sentinel-2 crop, nothing checked or processed."
     for _, r in rows.iterrows():
+        if is_hub(r['img']):  # FLAIR-HUB: five small GeoTIFFs and the patch's dates
+            for k in ('img', 'dem', 'msk', 's2_data', 's2_masks'): tifffile.imread(r[k])
+            hub_dates(r['s2_products'], r['patch']); continue
         tifffile.imread(r['img']); tifffile.imread(r['msk'])
         for k in ('s2_data', 's2_masks'): np.array(crop_centered(np.load(r[k], mmap_mode='r'), int(r['row']), int(r['col']), size))
 
@@ -181,25 +186,29 @@ def bench_loader(rows:pd.DataFrame,       # labelled index rows
                  workers=(0, 1, 2),       # worker counts measured
                  cache_dir=None           # folder for the Sentinel-2 cache (None: a temporary one)
                 ) -> dict:
-    "Raw floor, the seed's loader, flair2's without and with the Sentinel-2 cache for each worker count, and their ratios to the floor and the seed."
+    "Raw floor, the seed's loader (FLAIR #2 data), flair2's without and with the Sentinel-2 cache for each worker count, and their ratios to the floor and the seed."
     s2 = s2 or S2Config()
-    out = dict(raw_floor=_best(lambda: raw_read(rows, s2.size), len(rows), 2), seed=seed_rate(rows, s2.size, bs))
+    seed = None if is_hub(rows.iloc[0]['img']) else seed_rate(rows, s2.size, bs)  # the seed reads FLAIR #2's files only
+    out = dict(raw_floor=_best(lambda: raw_read(rows, s2.size), len(rows), 2), seed=seed)
     loader = S2Loader(s2)
     for w in workers: out[f'loader_w{w}'] = loader_rate(rows, loader, bs, w)
     cache = S2Cache(loader, cache_dir or tempfile.mkdtemp())
     built = cache.build(rows, progress=False)
     out.update(cache_build_s=built['seconds'], cache_mb_per_patch=built['mb'] / max(built['files'], 1))
     for w in workers: out[f'loader_cached_w{w}'] = loader_rate(rows, cache, bs, w)
-    for k in [k for k in out if k.startswith('loader_')]: out[f'{k}_vs_floor'], out[f'{k}_vs_seed'] = out[k] / out['raw_floor'], out[k] / out['seed']
+    for k in [k for k in out if k.startswith('loader_')]:
+        out[f'{k}_vs_floor'] = out[k] / out['raw_floor']
+        if seed: out[f'{k}_vs_seed'] = out[k] / seed
     return out
 
 def format_loader(L:dict # `bench_loader` results
                  ) -> str:
     "`bench_loader` results as a table: samples/s, and each loader's ratio to the raw floor and to the seed's loader."
-    lines = [f"{'loader, samples/s':28s} {'value':>10s} {'vs floor':>9s} {'vs seed':>8s}", f"{'raw floor':28s} {L['raw_floor']:10.1f}",
-             f"{'seed (8th place FLAIR2Dataset)':28s} {L['seed']:10.1f}"]
+    lines = [f"{'loader, samples/s':28s} {'value':>10s} {'vs floor':>9s} {'vs seed':>8s}", f"{'raw floor':28s} {L['raw_floor']:10.1f}"]
+    if L['seed']: lines.append(f"{'seed (8th place FLAIR2Dataset)':28s} {L['seed']:10.1f}")
     name = lambda k: f"loader{' + S2 cache' if 'cached' in k else ''}, {k.rsplit('_w', 1)[1]} workers"
-    lines += [f"{name(k):28s} {L[k]:10.1f} {L[k + '_vs_floor']:8.2f}× {L[k + '_vs_seed']:7.2f}×" for k in L if k.startswith('loader_') and not k.endswith(('_vs_floor', '_vs_seed'))]
+    vs = lambda k: f"{L[k + '_vs_seed']:7.2f}×" if k + '_vs_seed' in L else f"{'-':>8s}"
+    lines += [f"{name(k):28s} {L[k]:10.1f} {L[k + '_vs_floor']:8.2f}× {vs(k)}" for k in L if k.startswith('loader_') and not k.endswith(('_vs_floor', '_vs_seed'))]
     return '\n'.join(lines + [f"{'cache build (s), MB/patch':28s} {L['cache_build_s']:10.2f} {L['cache_mb_per_patch']:9.2f}"])
 
 def bench_loaders(root,                     # the dataset folder
@@ -223,6 +232,32 @@ def format_loaders(r:dict # `bench_loaders` results
     head = f"{r['patches']} patches of {r['size']} px, {r['threads']} torch threads, cpu, {len(r['runs'])} runs"
     return '\n\n'.join([head] + [f"run {i + 1}\n{format_loader(L)}" for i, L in enumerate(r['runs'])] +
                        ['lowest over the runs: ' + ', '.join(f"{k} {v:.2f}×" for k, v in r['lowest'].items())])
+
+# %% ../nbs/15_bench.ipynb #0e54fc8e
+def hub_empty_tree(out,              # the folder to write (`FLAIR-HUB/` inside)
+                   patches=241_100,  # patches (FLAIR-HUB's count)
+                   domain_years=74,  # domain-years (FLAIR-HUB's)
+                   rois=2_822        # ROIs over all domain-years (FLAIR-HUB's)
+                  ) -> Path:
+    "A FLAIR-HUB tree of empty files in the real layout and counts, with its split GeoPackage: for timing the index alone."
+    hub, recs, per = Path(out) / 'FLAIR-HUB', [], -(-patches // rois)
+    dys = [f"D{d + 1:03d}-{2017 + d % 6}" for d in range(domain_years)]
+    for i in range(rois):
+        dy, roi = dys[i % domain_years], f"{'AFNU'[i % 4]}{'AFNUV'[i % 5]}-S1-{i // domain_years + 1}"
+        for mod in HUB_MODS.values(): (hub / f"{dy}_{mod}" / roi).mkdir(parents=True, exist_ok=True)
+        for k in range(min(per, patches - len(recs))):
+            rc = f"{k // 10 + 1}-{k % 10 + 1}"
+            for mod in HUB_MODS.values(): os.close(os.open(hub / f"{dy}_{mod}" / roi / f"{dy}_{mod}_{roi}_{rc}.tif", os.O_CREAT | os.O_WRONLY, 0o644))
+            recs.append(dict(patch_id=f"{dy}_{roi}_{rc}", split_1=('train', 'valid', 'test')[len(recs) % 3], bounds=(0, 0, 1, 1)))
+    write_gpkg(hub / 'GLOBAL_ALL_MTD' / 'GLOBAL_ALL_MTD_SPLIT.gpkg', 'GLOBAL_ALL_MTD_SPLIT', recs, ['patch_id', 'split_1'])
+    return hub
+
+def bench_hub_index(root # a FLAIR-HUB tree (`hub_empty_tree`)
+                   ) -> dict:
+    "Seconds `patch_index` takes on a FLAIR-HUB tree, first and second call (the folders then in the OS cache), and its patches."
+    t = time.perf_counter(); ix = patch_index(root); first = time.perf_counter() - t
+    t = time.perf_counter(); patch_index(root); second = time.perf_counter() - t
+    return dict(patches=len(ix), domain_years=int(ix['domain'].nunique()), rois=int(ix[['domain', 'zone']].drop_duplicates().shape[0]), index_first_s=first, index_second_s=second)
 
 # %% ../nbs/15_bench.ipynb #8f3a00dc
 def bench(root,                       # the dataset folder

@@ -14,6 +14,7 @@ import yaml
 import flair2
 from .core import *
 from .synth import SynthConfig, synthesize
+from .hub import synth_hub, HUB_TOY
 from .io import patch_index
 from .check import preflight_index
 from .saved import find_models, TrainConfig
@@ -22,9 +23,9 @@ from .predict import PredictConfig
 from .maps import MapConfig
 
 # %% auto #0
-__all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'TRAIN_PARAMS', 'PARAM_RANGES', 'PARAM_CHOICES', 'outputs_dir', 'generated_root',
-           'data_root', 'no_partial_output', 'parse_params', 'notebook_params', 'train_settings', 'check_params',
-           'ipc_kernel_manager', 'run_chain', 'Run', 'setup']
+__all__ = ['REPO', 'NBS', 'PIPELINE', 'CHAIN', 'HUB_EMBEDDED', 'TRAIN_PARAMS', 'PARAM_RANGES', 'PARAM_CHOICES', 'outputs_dir',
+           'generated_root', 'data_root', 'no_partial_output', 'parse_params', 'notebook_params', 'train_settings',
+           'check_params', 'ipc_kernel_manager', 'run_chain', 'Run', 'setup']
 
 # %% ../nbs/16_chain.ipynb #38f466f2
 REPO = Path(flair2.__file__).resolve().parent.parent
@@ -40,21 +41,26 @@ def outputs_dir() -> Path:
 # %% ../nbs/16_chain.ipynb #e5ed8dc1
 def generated_root(name:str,      # folder name under `outputs/data`
                    progress=True, # progress bar while generating
+                   fmt='flair2',  # the layout: 'flair2', or 'flair-hub' (`synth_hub`: `HUB_TOY` under `kwargs`)
                    **kwargs       # `SynthConfig` fields
                   ) -> Path:
     "A dataset generated under `outputs/data/name` with `SynthConfig(**kwargs)`, (re)generated when missing or different."
     root = outputs_dir() / 'data' / name
     stamp = root / 'flair2_synth.json'
-    want = json.loads(json.dumps(asdict(SynthConfig(**kwargs))))
+    hub = fmt == 'flair-hub'
+    want = json.loads(json.dumps(asdict(SynthConfig(**({**HUB_TOY, **kwargs} if hub else kwargs))) | ({'format': fmt} if hub else {})))
     if not stamp.exists() or json.loads(stamp.read_text()) != want:
         print(f"generating {name} in {root} ...", file=sys.stderr)
-        synthesize(root, overwrite=True, progress=progress, **kwargs)
+        (synth_hub if hub else synthesize)(root, overwrite=True, progress=progress, **kwargs)
     return root
 
-def data_root(data=None,    # a dataset folder; None: the embedded dataset
+HUB_EMBEDDED = 'flair-hub-toy'  # the `data` name of the generated FLAIR-HUB tree (`synth_hub`'s defaults: the embedded world, 36 real-size patches)
+
+def data_root(data=None,    # a dataset folder; None: the embedded dataset; `HUB_EMBEDDED`: its world in FLAIR-HUB's layout
               progress=True # progress bar if the embedded dataset must be generated
              ) -> Path:
     "The dataset a command or notebook works on: `data`, else the embedded one (seed 0, default `SynthConfig`, generated when missing)."
+    if data == HUB_EMBEDDED and not Path(data).exists(): return generated_root(HUB_EMBEDDED, progress, fmt='flair-hub')
     return Path(data) if data else generated_root('flair2-embedded', progress)
 
 # %% ../nbs/16_chain.ipynb #ecabf9b7

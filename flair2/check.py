@@ -11,6 +11,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .io import *
 from .sentinel import keep_dates
+from .hub import is_hub, hub_path, hub_patch_problems, hub_tree_problems, HUB_MODS
 
 # %% auto #0
 __all__ = ['WARNING', 'check_patch', 'check_zone', 'crop_fits', 'orphan_masks', 'grid_problems', 'check_tree', 'is_warning',
@@ -29,11 +30,12 @@ def check_patch(row,          # an index row
                ) -> list[tuple[str, str]]:
     """Problems of one indexed patch: aerial and mask headers (pixels when `deep`), mask presence, centroid."""
     out = []
-    prof = _try(out, read_aerial if deep else tif_profile, row['img'])
+    prof = _try(out, read_aerial, row['img'], [0, 1, 2, 3] if is_hub(row['img']) else None) if deep else _try(out, tif_profile, row['img'])  # a FLAIR-HUB DEM: `check_zone`'s
     prof = prof[1] if deep and prof is not None else prof
     if prof and grids is not None and prof.get('crs') is not None: grids[row['img']] = (prof['crs'].to_string(), abs(prof['transform'].a))
     if row['msk'] is None:
-        if labelled: out.append((row['img'], 'image without mask (expected ' + f"MSK_{row['patch'][4:]}.tif)"))
+        want = hub_path(row['img'], HUB_MODS['msk']).name if is_hub(row['img']) else f"MSK_{row['patch'][4:]}.tif"
+        if labelled: out.append((row['img'], f"image without mask (expected {want})"))
     else:
         mp = _try(out, tif_profile, row['msk'], 'mask')
         if deep and mp is not None: _try(out, read_mask, row['msk'])
@@ -64,6 +66,7 @@ def check_zone(rows,       # the index rows of one zone
               ) -> list[tuple[str, str]]:
     """Problems of one zone's Sentinel-2 triple, and of its patches' centroids against the super-area."""
     r0, out = rows.iloc[0], []
+    if is_hub(r0['img']): return [p for _, r in rows.iterrows() for p in hub_patch_problems(r, deep, labelled=False)]  # FLAIR-HUB: a series per patch
     missing = [k[3:] for k in ('s2_data', 's2_masks', 's2_products') if r0[k] is None]
     if missing:
         return [(f"{r0['domain']}/{r0['zone']}", f"missing Sentinel-2 {', '.join(missing)} file(s) (SEN2_sp_{r0['domain']}-{r0['zone']}_*)")]
@@ -171,17 +174,17 @@ def check_tree(root,          # the dataset folder
     """All problems under `root` as (path, problem) pairs, plus counts of what was checked."""
     try: index = patch_index(root)
     except FlairFormatError as e: return [(str(e.path), e.problem)], dict(patches=0, zones=0)
-    probs = []
-    if find_json(root, 'centroids') is None: probs.append((str(root), 'no centroids file (flair-2_centroids_sp_to_patch.json)'))
+    probs, hub = [], index.attrs.get('format') == 'flair-hub'
+    if not hub and find_json(root, 'centroids') is None: probs.append((str(root), 'no centroids file (flair-2_centroids_sp_to_patch.json)'))
     if not len(index): probs.append((str(root), 'no aerial patches (IMG_*.tif) found'))
-    labelled = {s: d['labels'] is not None for s, d in find_splits(root).items()}
+    labelled = {s: True for s in index['split'].unique()} if hub else {s: d['labels'] is not None for s, d in find_splits(root).items()}  # FLAIR-HUB labels every split
     zones = list(index.groupby(['split', 'domain', 'zone'], sort=False))
     with ThreadPoolExecutor(1 if deep else workers) as ex:  # pixels are read by one thread: the CPU bounds them, not the latency
         found, grids = ex.map(lambda z: _zone_problems(z[1], deep, labelled), zones), {}  # in zone order, whatever finishes first
         for ps, g in (progress_bar(found, total=len(zones), leave=False) if progress else found): probs += ps; grids.update(g)
     named = {p for p, _ in probs}
     probs += [(p, m) for p, m in grid_problems(grids, 'the tree', crs=False) if p not in named]  # a whole zone at another pixel size
-    probs += orphan_masks(root, index) + _tree_problems(root, index)
+    probs += hub_tree_problems(index.attrs['hub']) if hub else orphan_masks(root, index) + _tree_problems(root, index)
     return probs, dict(patches=len(index), zones=len(zones), splits=sorted(index.split.unique()))
 
 def is_warning(problem:str # a problem's text

@@ -13,6 +13,7 @@ from pathlib import Path
 from fastcore.docments import docments
 from .core import *
 from .synth import SynthConfig, synthesize
+from .hub import synth_hub, HUB_TOY
 from .io import patch_index
 from .check import check_tree, preflight, is_warning
 from .metrics import scores, per_domain
@@ -46,6 +47,10 @@ def _docs(cls) -> dict:
     for c in reversed([c for c in cls.__mro__ if is_dataclass(c)]): out.update({k: v for k, v in docments(c, full=False).items() if v})
     return out
 
+class _Given(argparse.Action):
+    "Store a flag's value and note it as given on the command line (`namespace.given`), so a command can tell it from a default."
+    def __call__(self, parser, ns, values, option_string=None): setattr(ns, self.dest, values); ns.__dict__.setdefault('given', set()).add(self.dest)
+
 def add_settings(p:argparse.ArgumentParser, # the (sub)command's parser
                  cls,                       # a settings dataclass
                  skip=(),                   # fields not offered as flags
@@ -61,10 +66,10 @@ def add_settings(p:argparse.ArgumentParser, # the (sub)command's parser
             p.add_argument(f"--{'no-' if default else ''}{flag}", dest=f.name, action='store_false' if default else 'store_true',
                            help=f"turn off (on by default): {docs[f.name]}" if default else f"turn on (off by default): {docs[f.name]}")
         elif isinstance(default, tuple):
-            p.add_argument(f"--{flag}", nargs=len(default), type=type(default[0]), default=default, metavar=f.name.upper(),
+            p.add_argument(f"--{flag}", nargs=len(default), type=type(default[0]), default=default, metavar=f.name.upper(), action=_Given,
                            help=f"{docs[f.name]} (default: {' '.join(map(str, default))})")
         else:
-            p.add_argument(f"--{flag}", type=_field_type(f), default=default, choices=(choices or {}).get(f.name),
+            p.add_argument(f"--{flag}", type=_field_type(f), default=default, choices=(choices or {}).get(f.name), action=_Given,
                            help=f"{docs[f.name]} (default: {default})")
     return p
 
@@ -113,16 +118,22 @@ def _models(a,         # parsed arguments
 
 # %% ../nbs/17_cli.ipynb #4536b932
 def _p_synth(sub, par):
-    s = add_settings(sub.add_parser('synth', help='generate a dataset in the official FLAIR #2 format'), SynthConfig)
+    s = add_settings(sub.add_parser('synth', help='generate a dataset in the official FLAIR #2 format, or in FLAIR-HUB\'s'), SynthConfig)
     s.add_argument('out', help='output folder (created; must be empty unless --overwrite)')
+    s.add_argument('--format', default='flair2', choices=('flair2', 'flair-hub'),
+                   help=f"the layout: FLAIR #2's, or FLAIR-HUB's (FLAIR-HUB_TOY/; the same world, settings left at their default taking {HUB_TOY})")
     s.add_argument('--overwrite', action='store_true')
     s.add_argument('--quiet', action='store_true')
     s.set_defaults(fn=_cmd_synth)
 
 def _cmd_synth(a):
     t = time.time()
-    root = synthesize(a.out, overwrite=a.overwrite, progress=not a.quiet, **vars(settings(a, SynthConfig)))
-    print(f"wrote {len(list(root.rglob('IMG_*.tif')))} patches to {root} in {time.time() - t:.1f} s")
+    cfg = vars(settings(a, SynthConfig))
+    if a.format == 'flair-hub':
+        root = synth_hub(a.out, overwrite=a.overwrite, progress=not a.quiet, **{k: v for k, v in cfg.items() if k in getattr(a, 'given', ())})  # `HUB_TOY` where no flag is given
+        n = len(list(root.rglob('*_AERIAL_RGBI_*.tif')))
+    else: root = synthesize(a.out, overwrite=a.overwrite, progress=not a.quiet, **cfg); n = len(list(root.rglob('IMG_*.tif')))
+    print(f"wrote {n} patches to {root} in {time.time() - t:.1f} s")
     return 0
 
 # %% ../nbs/17_cli.ipynb #447fa658
@@ -306,7 +317,20 @@ def _p_evaluate(sub, par):
     e.add_argument('--pred', help='folder of PRED_<id>.tif files (or a predict output folder) to score; with --split valid, --model says whose validation patches')
     e.add_argument('--split', default='test', choices=SPLITS)
     e.add_argument('--json', help='also write the scores to this JSON file')
+    e.add_argument('--metric', default='auto', choices=('auto', 'flair2', 'flair-hub', 'both'),
+                   help="which official mIoU to print: FLAIR #2's (12 classes) or FLAIR-HUB's (15 COSIA classes); auto: the data's (the JSON holds both on FLAIR-HUB data)")
     e.set_defaults(fn=_cmd_evaluate)
+
+def _print_scores(sc:dict, metric:str, who:str, split:str):
+    "The chosen metric(s) of `scores` and their IoU per class."
+    hub = sc.get('flair_hub')
+    if metric == 'flair-hub' and hub is None: raise ValueError("--metric flair-hub needs FLAIR-HUB data (COSIA labels)")
+    if metric in ('flair2', 'both') or (metric == 'auto' and hub is None):
+        print(f"mIoU {sc['miou']:.4f}{who} over {sc['patches']} patches ({split}); IoU per class:")
+        print('\n'.join(f"  {c:22s} {'-' if v is None else f'{v:.4f}'}" for c, v in sc['iou'].items()))
+    if hub is not None and metric in ('flair-hub', 'both', 'auto'):
+        print(f"FLAIR-HUB mIoU {hub['miou']:.4f}{who} over {sc['patches']} patches ({split}; COSIA 0..14, an absent class 0); IoU per class:")
+        print('\n'.join(f"  {c:22s} {v:.4f}" for c, v in hub['iou'].items()))
 
 def _cmd_evaluate(a):
     if not a.pred and not a.model and not a.onnx: raise ValueError('give --pred (a folder of PRED files), --model (models to run) or --onnx (an exported model)')
@@ -324,9 +348,9 @@ def _cmd_evaluate(a):
     if outside: print(f"note: {(pp['outside'] > 0).sum()} PRED file(s) hold {outside:,} pixels outside the classes 0..12 (first {pp.loc[pp['outside'] > 0, 'patch'].iloc[0]}); "
                       "the official metric ignores them", file=sys.stderr)
     who = ' of PRED files' if a.pred else f" of {'an ensemble of ' + str(len(model)) if len(model) > 1 else 'the model'} (TTA {cfg.tta})"
-    print(f"mIoU {sc['miou']:.4f}{who} over {sc['patches']} patches ({a.split}); IoU per class:")
-    print('\n'.join(f"  {c:22s} {'-' if v is None else f'{v:.4f}'}" for c, v in sc['iou'].items()))
-    if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], patches=sc['patches'], tta=None if a.pred else cfg.tta,
+    _print_scores(sc, a.metric, who, a.split)
+    hub = {k: sc['flair_hub'][k] for k in ('miou', 'iou')} if 'flair_hub' in sc else None
+    if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], flair_hub=hub, patches=sc['patches'], tta=None if a.pred else cfg.tta,
                                        pred=str(pred_folder(a.pred).resolve()) if a.pred else None, pred_outside_pixels=outside if a.pred else None,
                                        models=model.members if model is not None else None, per_domain=per_domain(pp).set_index('domain').miou.to_dict()))
     return 0
@@ -366,7 +390,6 @@ def _cmd_ensemble(a):
     print(f"ensemble in {a.file}: give it as --model to predict, evaluate, map and the viewer")
     return 0
 
-
 # %% ../nbs/17_cli.ipynb #e5e1f002
 def _p_patches(sub, par):
     c = sub.add_parser('patches', help="cut a scene (your own area) into patches in FLAIR's layout: the folder pseudo_on names to adapt a model to it")
@@ -384,7 +407,6 @@ def _cmd_patches(a):
     print(f"{len(rows)} patches of {a.size or size} px cut into {a.out}; adapt a model to them: flair2 train --mode aerial "
           f"-s init MODEL -s pseudo_from MODEL -s pseudo_on {a.out} ...")
     return 0
-
 
 # %% ../nbs/17_cli.ipynb #e0b10001
 def _p_export(sub, par):
@@ -447,14 +469,15 @@ def _cmd_map(a):
 def _p_elevation(sub, par):
     el = sub.add_parser('elevation', help="make FLAIR's elevation band (height above ground, 0.2 m units, uint8) on an orthophoto's grid")
     el.add_argument('--like', required=True, help='the orthophoto whose grid the band is made on')
-    el.add_argument('--dtm', required=True, help='terrain model raster in metres (e.g. LiDAR HD MNT, RGE ALTI)')
+    el.add_argument('--dtm', help='terrain model raster in metres (e.g. LiDAR HD MNT, RGE ALTI)')
     el.add_argument('--dsm', help='surface model raster in metres (e.g. LiDAR HD MNS)')
     el.add_argument('--points', help='or a LiDAR point cloud (.laz/.las) whose highest return per pixel is the surface')
+    el.add_argument('--dem', help="or a FLAIR-HUB DEM_ELEV file (DSM and DTM bands), instead of --dtm and --dsm")
     el.add_argument('--out', required=True, help='the elevation GeoTIFF to write')
     el.set_defaults(fn=_cmd_elevation)
 
 def _cmd_elevation(a):
-    out = elevation_band(a.like, a.dtm, a.out, dsm=a.dsm, points=a.points)
+    out = elevation_band(a.like, a.dtm, a.out, dsm=a.dsm, points=a.points, dem=a.dem)
     print(f"elevation band (height above ground, 0.2 m units) written to {out}")
     return 0
 
@@ -473,18 +496,32 @@ def _p_bench(sub, par):
     b.add_argument('--onnx', action='store_true', help='the export bench: the default fused model and the 8th-place architecture exported (fp32, fp16: seconds, MB, agreement), onnxruntime CPU patches/s against flair2\'s own on the 512-px bench data')
     b.add_argument('--loader', action='store_true', help="the loader comparison alone, --runs times: raw-read floor, the seed's loader (the 8th place's FLAIR2Dataset) and flair2's with --workers, without and with the Sentinel-2 cache, with both ratios")
     b.add_argument('--runs', type=int, default=3, help='repetitions of the --loader comparison (the lowest ratios are printed last)')
+    b.add_argument('--hub', action='store_true', help="the FLAIR-HUB bench: the index on a tree of empty files in FLAIR-HUB's layout and counts (241,100 patches, generated once), and the loader against its raw-read floor on the bench data's world in FLAIR-HUB's layout, --runs times")
     b.add_argument('--map', action='store_true', help='the map bench: megapixels/s and peak memory of flair2 map on generated 0.2 m scenes, without and with overlap')
     b.add_argument('--map-sizes', type=int, nargs='+', default=[2048, 4096], help='scene sides in pixels for --map (multiples of 512)')
     b.add_argument('--map-block', type=int, default=2048, help='--map also maps each scene in blocks of this side, to show memory follows the block')
     b.set_defaults(fn=_cmd_bench)
 
 def _cmd_bench(a):
-    from flair2.bench import bench, bench_scale, format_bench, format_scale, bench_map, format_map, bench_tracking, format_tracking, bench_onnx, format_onnx, bench_loaders, format_loaders, BENCH_DATA, BENCH_FULL  # the bench trains: imported when asked for
+    from flair2.bench import bench, bench_scale, format_bench, format_scale, bench_map, format_map, bench_tracking, format_tracking, bench_onnx, format_onnx, bench_loaders, format_loaders, BENCH_DATA, BENCH_FULL, hub_empty_tree, bench_hub_index  # the bench trains: imported when asked for
     out = outputs_dir() / 'bench'
     if a.map:
         r = bench_map(out / 'map', sizes=tuple(a.map_sizes), block=a.map_block, bs=a.bs, spec=parse_params(a.set or ()))
         text = format_map(r)
         print(text); write_json(out / 'map.json', r); (out / 'map.txt').write_text(text + '\n')
+        return 0
+    if a.hub:
+        tree = outputs_dir() / 'data' / 'hub-index-241k'
+        if not (tree / 'FLAIR-HUB' / 'GLOBAL_ALL_MTD' / 'GLOBAL_ALL_MTD_SPLIT.gpkg').exists():
+            shutil.rmtree(tree, ignore_errors=True); print(f"generating {tree} (1.2 million empty files) ...", file=sys.stderr); hub_empty_tree(tree)
+        r = dict(index=bench_hub_index(tree))
+        root = Path(a.data) if a.data else generated_root('bench-512-hub', not a.quiet, fmt='flair-hub', **BENCH_DATA)
+        if a.threads: torch.set_num_threads(a.threads)
+        r['loader'] = bench_loaders(root, n=a.patches or 32, runs=a.runs, workers=tuple(a.workers), bs=a.bs)
+        ix = r['index']
+        text = (f"FLAIR-HUB index: {ix['patches']:,} patches, {ix['domain_years']} domain-years, {ix['rois']:,} ROIs in {ix['index_first_s']:.1f} s "
+                f"({ix['index_second_s']:.1f} s again, the folders cached)\n\n" + format_loaders(r['loader']))
+        print(text); write_json(out / 'hub.json', r); (out / 'hub.txt').write_text(text + '\n')
         return 0
     t = time.time()
     root = Path(a.data) if a.data else generated_root('bench-full' if a.scale else 'bench-512', not a.quiet, **(BENCH_FULL if a.scale else BENCH_DATA))

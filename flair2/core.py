@@ -15,9 +15,9 @@ from rasterio.errors import NotGeoreferencedWarning
 # %% auto #0
 __all__ = ['CLASSES19', 'CLASSES', 'N_CLASSES', 'OTHER', 'PALETTE19', 'PALETTE', 'IGNORE', 'SPLITS', 'AERIAL_BANDS',
            'AERIAL_MEAN', 'AERIAL_STD', 'S2_BANDS', 'S2_TRUE_COLOUR', 'S2_NIR', 'S2_RED', 'MODES', 'FLAIR_PATCH',
-           'FlairFormatError', 'to13', 'palette_rgb', 'colorize', 'band_indices', 'atomic_path', 'write_json',
-           'class_colours', 'geotiff', 'write_tif', 'sha256_file', 'record_differences', 'ids_record', 'check_record',
-           'settings_from', 'in_range', 'check_fields']
+           'FlairFormatError', 'to13', 'height_band', 'palette_rgb', 'colorize', 'band_indices', 'atomic_path',
+           'write_json', 'class_colours', 'geotiff', 'write_tif', 'sha256_file', 'record_differences', 'ids_record',
+           'check_record', 'settings_from', 'in_range', 'check_fields']
 
 # %% ../nbs/00_core.ipynb #06eb7918
 class FlairFormatError(ValueError):
@@ -52,6 +52,15 @@ def to13(mask19:np.ndarray # label values 1..19
     m = np.asarray(mask19, np.uint8)
     if m.size and 1 <= m.min() and m.max() <= 19: return np.minimum(m - 1, OTHER)  # every value valid: two vector passes (8× the table look-up)
     return np.take(_LUT, m)
+
+# %% ../nbs/00_core.ipynb #c0e1e001
+def height_band(h:np.ndarray # height above ground in metres (NaN where unknown)
+               ) -> np.ndarray:
+    "FLAIR's elevation band: height in 0.2 m units as uint8 0..254, 255 where unknown."
+    b = np.multiply(h, 5., dtype=np.float64)  # one pass into float64 (exact for float32 heights)
+    nan = np.isnan(b)
+    np.rint(b, out=b); np.clip(b, 0, 254, out=b); b[nan] = 255
+    return b.astype(np.uint8)
 
 # %% ../nbs/00_core.ipynb #852e76d3
 def palette_rgb(palette=PALETTE # hex colours
@@ -121,10 +130,11 @@ def write_json(path,    # the JSON file to write
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #72d13742
-def class_colours(nodata:int|None=None # a nodata value to make transparent (None: none)
+def class_colours(nodata:int|None=None, # a nodata value to make transparent (None: none)
+                  palette=PALETTE        # hex colours indexed by class (FLAIR-HUB's COSIA values: `flair2.hub.COSIA_PALETTE`)
                  ) -> dict:
     "The colour table of a class map: class → (r, g, b, 255), `nodata` → transparent."
-    return {**{i: (*map(int, c), 255) for i, c in enumerate(palette_rgb())}, **({} if nodata is None else {nodata: (0, 0, 0, 0)})}
+    return {**{i: (*map(int, c), 255) for i, c in enumerate(palette_rgb(palette))}, **({} if nodata is None else {nodata: (0, 0, 0, 0)})}
 
 @contextmanager
 def geotiff(path,              # the GeoTIFF to write
@@ -135,7 +145,7 @@ def geotiff(path,              # the GeoTIFF to write
             crs=None,          # its CRS (None, with `transform`: not georeferenced)
             transform=None,    # its affine transform
             nodata=None,       # the nodata value (None: none)
-            classes=False,     # a class map: the class colour table on band 1 (`class_colours`)
+            classes=False,     # a class map: the class colour table on band 1 (`class_colours`; a palette of hex colours: its table)
             tiled=False,       # 512-px tiles (rasters written window by window) instead of strips
             compress='lzw',    # compression (None: none)
             description=None): # band 1's description
@@ -147,7 +157,7 @@ def geotiff(path,              # the GeoTIFF to write
         warnings.simplefilter('ignore', NotGeoreferencedWarning)
         with rasterio.open(t, 'w', **prof) as dst:
             yield dst
-            if classes: dst.write_colormap(1, class_colours(nodata))
+            if classes: dst.write_colormap(1, class_colours(nodata, PALETTE if classes is True else classes))
             if description: dst.set_band_description(1, description)
 
 def write_tif(path,            # the GeoTIFF to write

@@ -39,7 +39,6 @@ class InferConfig:
         check_fields(self, bs='>=1', num_workers='>=0')
         if self.tta not in TTA_OPS: raise ValueError(f"TTA level must be one of {', '.join(map(str, TTA_OPS))}, not {self.tta}")
 
-
 # %% ../nbs/10_inference.ipynb #70433148
 class Ensemble:
     "Saved models whose class probabilities are averaged with `weights` (normalised to sum to 1), optionally per class; one model is an ensemble of one."
@@ -286,7 +285,7 @@ def evaluate(model:SavedModel|Ensemble|Predictor, # the model, an ensemble, or a
         lp = pr.log_probs(xa, xs)
         loss, pred = F.nll_loss(lp, y, weight=w, ignore_index=IGNORE, reduction='none'), lp.argmax(1)
         for k in range(len(y)):
-            out.append(patch_record(rows.iloc[len(out)], confusion(y[k], pred[k]), loss=float(loss[k].mean())))
+            out.append(patch_record(rows.iloc[len(out)], confusion(y[k], pred[k]), pred=pred[k], loss=float(loss[k].mean())))
     return pd.DataFrame(out)
 
 # %% ../nbs/10_inference.ipynb #3ab3cba0

@@ -13,6 +13,7 @@ from rasterio.errors import RasterioError, NotGeoreferencedWarning
 import warnings
 from .core import *
 from .sentinel import S2Config
+from .hub import is_hub, find_hub, hub_rows, hub_aerial, hub_labels, hub_series, check_hub_header, COSIA_TO13, COSIA_TO_MSK
 
 # %% auto #0
 __all__ = ['find_splits', 'find_json', 'read_json', 'patch_num', 'load_centroids', 'list_dir', 'patch_index', 'open_raster',
@@ -117,17 +118,28 @@ def _split_rows(split:str, dirs:dict, cents:dict) -> list[dict]:
                                  row=rc[0], col=rc[1]))
     return rows
 
-def patch_index(root,       # the dataset folder
-                splits=None # splits to index (None: all found)
+def _hub_index(root, splits, split_column) -> pd.DataFrame:
+    "The index of a FLAIR-HUB tree: `patch_index`'s columns plus `dem` and `hub_split`; ids 1..N in patch-id order."
+    rows, info = hub_rows(root, split_column)
+    rows = sorted((r for r in rows if splits is None or r['split'] in splits), key=lambda r: r['patch'])
+    cols = ['id', 'patch', 'split', 'domain', 'zone', 'img', 'msk', 's2_data', 's2_masks', 's2_products', 'row', 'col', 'dem', 'hub_split']
+    df = pd.DataFrame([dict(r, id=i + 1) for i, r in enumerate(rows)], columns=cols)
+    df.attrs.update(root=str(Path(root)), format='flair-hub', hub=info)
+    return df
+
+def patch_index(root,            # the dataset folder: FLAIR #2, or FLAIR-HUB (`flair2.hub`)
+                splits=None,     # splits to index (None: all found)
+                split_column=None# FLAIR-HUB only: the split column of `GLOBAL_ALL_MTD_SPLIT.gpkg` (None: `HUB_SPLIT_COLUMNS`' first present)
                ) -> pd.DataFrame:
     """Index every patch under `root`: id, split, domain, zone, file paths, centroid `row`/`col` (-1 when missing)."""
+    if find_hub(root) is not None: return _hub_index(root, splits, split_column)
     found = find_splits(root)
     cp = find_json(root, 'centroids')
     cents = load_centroids(cp) if cp else {}
     rows = [r for s, d in found.items() if splits is None or s in splits for r in _split_rows(s, d, cents)]
     cols = ['id', 'patch', 'split', 'domain', 'zone', 'img', 'msk', 's2_data', 's2_masks', 's2_products', 'row', 'col']
     df = pd.DataFrame(rows, columns=cols).sort_values('id', kind='stable').reset_index(drop=True)
-    df.attrs['root'] = str(Path(root))
+    df.attrs.update(root=str(Path(root)), format='flair2')
     return df
 
 # %% ../nbs/03_io.ipynb #606f9c4f
@@ -191,7 +203,8 @@ def tif_profile(path,        # a GeoTIFF
                ) -> dict:
     """Check the header of an aerial (`kind='aerial'`) or label (`'mask'`) GeoTIFF without reading pixels; return its profile."""
     with open_raster(path) as src:
-        (_check_aerial if kind == 'aerial' else _check_mask)(src, path)
+        if is_hub(path): check_hub_header(src, path, kind)
+        else: (_check_aerial if kind == 'aerial' else _check_mask)(src, path)
         prof = _profile(src)
     end, size = tif_data_end(path), Path(path).stat().st_size
     if end is not None and end > size:
@@ -217,6 +230,7 @@ def read_pixels(path,       # an `IMG_*.tif` or `MSK_*.tif`
                 kind='aerial' # 'aerial' (5 uint8 bands) or 'mask' (1 uint8 band)
                ) -> np.ndarray:
     "(bands, H, W) uint8 pixels of an aerial or label GeoTIFF, read the cheapest way that is safe."
+    if is_hub(path): return hub_aerial(path, profile=False)[0] if kind == 'aerial' else COSIA_TO_MSK[hub_labels(path)][None]
     count = 5 if kind == 'aerial' else 1
     a = _tiff_uint8(path, count)
     if a is not None: return a
@@ -230,6 +244,7 @@ def read_aerial(path,      # an `IMG_*.tif`
                ) -> tuple[np.ndarray, dict]:
     """Read an aerial `IMG_*.tif` as (bands, H, W) uint8 plus a profile with `crs`, `transform`, `width`, `height`."""
     idx = band_indices(bands, AERIAL_BANDS)
+    if is_hub(path): return hub_aerial(path, idx)
     with open_raster(path) as src:
         _check_aerial(src, path)
         return _read(src, path, [i + 1 for i in idx]), _profile(src)
@@ -250,6 +265,7 @@ def read_mask(path,          # a `MSK_*.tif`
               unlabelled=False # 0 allowed (a pseudo-label mask's pixels without a label: `IGNORE` in 13 classes)
              ) -> np.ndarray:
     """Read a `MSK_*.tif` (values 1..19) as H×W uint8, mapped to the 13 scored classes unless `classes13=False`."""
+    if is_hub(path): m = hub_labels(path); return COSIA_TO13[m] if classes13 else COSIA_TO_MSK[m]  # a FLAIR-HUB label: COSIA values
     m = check_labels(read_pixels(path, 'mask')[0], path, unlabelled)
     if not classes13: return m
     if unlabelled: return to13(m)  # 0 (no label) → `IGNORE` by the table
@@ -329,6 +345,10 @@ def read_sentinel(row:pd.Series|dict, # an index row
                  ) -> dict:
     """Sentinel-2 crop of one patch: `sentinel` T×C×s×s, `sentinel_masks` T×2×s×s, `dates` (T,)."""
     idx = band_indices(bands, S2_BANDS)
+    if is_hub(row['img']):  # FLAIR-HUB: the patch's own 10×10 series, centred in the crop
+        s, r, c = hub_series(row), int(row['row']), int(row['col'])
+        sel = s['sentinel'] if idx == list(range(10)) else s['sentinel'][:, idx]
+        return dict(sentinel=crop_centered(sel, r, c, size, pad_mode), sentinel_masks=crop_centered(s['sentinel_masks'], r, c, size, pad_mode), dates=s['dates'])
     for k in ('s2_data', 's2_masks', 's2_products'):
         if row[k] is None: raise FlairFormatError(Path(row['img']).parent.parent, f"no Sentinel-2 {k[3:]} file for zone {row['domain']}/{row['zone']}")
     data, masks = _opened(open_npy, row['s2_data'], 10), _opened(open_npy, row['s2_masks'], 2)

@@ -9,10 +9,11 @@ import numpy as np, pandas as pd
 import torch
 from fastai.metrics import Metric
 from .core import *
+from .hub import is_hub, hub_labels, COSIA, COSIA_TO13, C13_TO_COSIA, HUB_SCORED
 
 # %% auto #0
-__all__ = ['confusion', 'iou_per_class', 'miou', 'MIoU', 'patch_record', 'total_confusion', 'scores', 'per_domain',
-           'save_per_patch', 'load_per_patch']
+__all__ = ['confusion', 'iou_per_class', 'miou', 'MIoU', 'fold_confusion', 'hub_iou', 'hub_miou', 'cosia_confusion',
+           'patch_record', 'total_confusion', 'scores', 'per_domain', 'save_per_patch', 'load_per_patch']
 
 # %% ../nbs/06_metrics.ipynb #d3d31415
 def confusion(target,       # class indices (any shape); values outside 0..n-1 are skipped
@@ -62,15 +63,48 @@ class MIoU(Metric):
     @property
     def name(self): return 'miou'
 
+# %% ../nbs/06_metrics.ipynb #b7258822
+def fold_confusion(cm,  # k×k confusion counts
+                   lut, # class → class it folds into (length k)
+                   n    # classes after folding
+                  ) -> np.ndarray:
+    "The n×n counts of `cm` with rows and columns mapped through `lut` (COSIA's 19 → FLAIR #2's 13 with `COSIA_TO13`)."
+    cm, lut = np.asarray(cm), np.asarray(lut, np.int64)
+    out = np.zeros((n, n), cm.dtype)
+    np.add.at(out, (lut[:, None], lut[None, :]), cm)
+    return out
+
+def hub_iou(cm19 # 19×19 COSIA confusion counts
+           ) -> np.ndarray:
+    "FLAIR-HUB's IoU of COSIA classes 0..14: classes 15..18 removed from the matrix, a class absent from both axes 0."
+    return np.nan_to_num(iou_per_class(np.asarray(cm19)[:HUB_SCORED, :HUB_SCORED]), nan=0.)
+
+def hub_miou(cm19 # 19×19 COSIA confusion counts
+            ) -> float:
+    "FLAIR-HUB's mIoU: the mean of `hub_iou` over its 15 classes."
+    return float(hub_iou(cm19).mean())
+
+_TO_COSIA = np.full(256, 255, np.uint8); _TO_COSIA[:N_CLASSES] = C13_TO_COSIA  # a 13-class prediction → COSIA (anything else skipped)
+
+def cosia_confusion(row,  # an index row
+                    pred  # its H×W 13-class prediction (array or tensor)
+                   ) -> np.ndarray|None:
+    "19×19 COSIA confusion of a FLAIR-HUB patch's label file against a 13-class prediction; None for a FLAIR #2 patch."
+    if not is_hub(row.get('msk') if hasattr(row, 'get') else None): return None
+    p = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    return confusion(hub_labels(row['msk']), _TO_COSIA[p.astype(np.uint8)], 19)
+
 # %% ../nbs/06_metrics.ipynb #a8fa5fd6
 def patch_record(row,      # the patch's index row
                  cm,       # its 13×13 confusion counts (array or tensor)
+                 pred=None,# its 13-class prediction: a FLAIR-HUB patch's record then gets its 19×19 COSIA matrix `cm19`
                  **extra   # more columns, e.g. `loss`
                 ) -> dict:
-    "One per-patch result: id, patch, split, domain, zone, mIoU, the flattened confusion `cm`, and `extra`."
+    "One per-patch result: id, patch, split, domain, zone, mIoU, the flattened confusion `cm` (and `cm19`), and `extra`."
     cm = (cm.cpu().numpy() if isinstance(cm, torch.Tensor) else np.asarray(cm)).reshape(N_CLASSES, N_CLASSES)
+    c19 = None if pred is None else cosia_confusion(row, pred)
     return dict(id=int(row['id']), patch=row['patch'], split=row['split'], domain=row['domain'], zone=row['zone'],
-                **extra, miou=miou(cm), cm=cm.ravel())
+                **extra, miou=miou(cm), cm=cm.ravel(), **({} if c19 is None else dict(cm19=c19.ravel())))
 
 # %% ../nbs/06_metrics.ipynb #aef708c8
 def total_confusion(per_patch:pd.DataFrame # per-patch records (`cm` column)
@@ -81,11 +115,15 @@ def total_confusion(per_patch:pd.DataFrame # per-patch records (`cm` column)
 
 def scores(per_patch:pd.DataFrame # per-patch records
           ) -> dict:
-    "Official mIoU and per-class IoU of the set, from its summed per-patch matrices."
+    "Official mIoU and per-class IoU of the set, from its summed per-patch matrices (and FLAIR-HUB's, `flair_hub`, for its patches)."
     cm = total_confusion(per_patch)
     iou = iou_per_class(cm)
-    return dict(miou=miou(cm), iou={c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)}, patches=len(per_patch),
-                confusion=cm.tolist())
+    out = dict(miou=miou(cm), iou={c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)}, patches=len(per_patch),
+               confusion=cm.tolist())
+    if len(per_patch) and 'cm19' in per_patch and per_patch['cm19'].notna().all():  # FLAIR-HUB patches: its metric too
+        c19 = np.stack([np.asarray(c).reshape(19, 19) for c in per_patch['cm19']]).sum(0)
+        out['flair_hub'] = dict(miou=hub_miou(c19), iou=dict(zip(COSIA[:HUB_SCORED], map(float, hub_iou(c19)))), confusion=c19.tolist())
+    return out
 
 def per_domain(per_patch:pd.DataFrame # per-patch records
               ) -> pd.DataFrame:
@@ -99,9 +137,10 @@ def save_per_patch(pp:pd.DataFrame, # per-patch records
                   ) -> Path:
     "Write `stem.csv` (per-patch rows without matrices) and `stem.npz` (ids, matrices), each atomically."
     stem = Path(stem)
-    with atomic_path(stem.with_suffix('.csv')) as t: pp.drop(columns='cm').to_csv(t, index=False)
+    with atomic_path(stem.with_suffix('.csv')) as t: pp.drop(columns=[c for c in ('cm', 'cm19') if c in pp]).to_csv(t, index=False)
     cms = np.stack(pp['cm'].values).astype(np.int64) if len(pp) else np.zeros((0, N_CLASSES ** 2), np.int64)
-    with atomic_path(stem.with_suffix('.npz')) as t: np.savez_compressed(t, id=pp['id'].to_numpy(np.int64), cm=cms)
+    c19 = dict(cm19=np.stack(pp['cm19'].values).astype(np.int64)) if len(pp) and 'cm19' in pp and pp['cm19'].notna().all() else {}
+    with atomic_path(stem.with_suffix('.npz')) as t: np.savez_compressed(t, id=pp['id'].to_numpy(np.int64), cm=cms, **c19)
     return stem.with_suffix('.csv')
 
 def load_per_patch(stem # what `save_per_patch` was given
@@ -113,4 +152,5 @@ def load_per_patch(stem # what `save_per_patch` was given
     pp, z = pd.read_csv(stem.with_suffix('.csv')), np.load(stem.with_suffix('.npz'))
     if not np.array_equal(pp['id'].to_numpy(), z['id']): raise FlairFormatError(stem.with_suffix('.npz'), 'ids differ from the CSV beside it')
     pp['cm'] = list(z['cm'])
+    if 'cm19' in z: pp['cm19'] = list(z['cm19'])
     return pp

@@ -12,12 +12,13 @@ import numpy as np, pandas as pd
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .io import tif_profile, read_mask, read_pred
+from .hub import is_hub, hub_path, HUB_MODS, C13_TO_COSIA, COSIA_PALETTE
 from .metrics import confusion, patch_record
 from .saved import SavedModel
 from .inference import InferConfig, Ensemble, Predictor, as_predictor, predict_arrays, time_tta, pick_tta
 
 # %% auto #0
-__all__ = ['PredictConfig', 'pred_name', 'write_pred', 'unique_ids', 'predict_record', 'predict', 'pred_folder',
+__all__ = ['PredictConfig', 'pred_name', 'georef_name', 'write_pred', 'unique_ids', 'predict_record', 'predict', 'pred_folder',
            'score_predictions']
 
 # %% ../nbs/11_predict.ipynb #e94c13f0
@@ -37,14 +38,20 @@ def pred_name(row # an index row
     "`PRED_<6 digits>.tif` for an index row."
     return f"PRED_{int(row['id']):06d}.tif"
 
+def georef_name(row # an index row
+               ) -> str:
+    "The georeferenced copy's name: `pred_name`, or for a FLAIR-HUB patch IGN's `PRED_<label file name>`."
+    return f"PRED_{hub_path(row['img'], HUB_MODS['msk']).name}" if is_hub(row['img']) else pred_name(row)
+
 # %% ../nbs/11_predict.ipynb #4addf004
 def write_pred(path,                    # the file to write
                pred:np.ndarray,         # H×W classes 0..12
-               profile:dict|None=None   # the image's profile: georeference and colour the copy
+               profile:dict|None=None,  # the image's profile: georeference and colour the copy
+               cosia=False              # write FLAIR-HUB's COSIA values (0..18, 'other' as 18, undefined) with their colours
               ) -> Path:
     "Atomically write `pred` as a one-band uint8 LZW GeoTIFF; georeferenced and with the class colour table when `profile` is given."
-    geo = dict(crs=profile['crs'], transform=profile['transform'], classes=True) if profile else {}
-    return write_tif(path, pred.astype(np.uint8), **geo)
+    geo = dict(crs=profile['crs'], transform=profile['transform'], classes=COSIA_PALETTE if cosia else True) if profile else {}
+    return write_tif(path, C13_TO_COSIA[pred] if cosia else pred.astype(np.uint8), **geo)
 
 # %% ../nbs/11_predict.ipynb #34dfd337
 def unique_ids(rows:pd.DataFrame # index rows to predict or score
@@ -55,7 +62,7 @@ def unique_ids(rows:pd.DataFrame # index rows to predict or score
     return rows
 
 def _done(rows, dirs) -> np.ndarray:
-    return np.array([all((d / pred_name(r)).exists() for d in dirs) for _, r in rows.iterrows()], bool)
+    return np.array([all((d / n(r)).exists() for d, n in zip(dirs, (pred_name, georef_name))) for _, r in rows.iterrows()], bool)
 
 def predict_record(pr:Predictor,       # the predictor
                    rows:pd.DataFrame,  # the index rows to predict
@@ -107,7 +114,7 @@ def predict(model:SavedModel|Ensemble|Predictor, # the model, an ensemble (`flai
         prof = tif_profile(row['img'])
         if pred.shape != (prof['height'], prof['width']): raise FlairFormatError(row['img'], f"prediction {pred.shape} differs from the image size")
         write_pred(dirs[0] / pred_name(row), pred)
-        if cfg.georef: write_pred(dirs[1] / pred_name(row), pred, prof)
+        if cfg.georef: write_pred(dirs[1] / georef_name(row), pred, prof, cosia=is_hub(row['img']))
     secs = time.perf_counter() - t1
     summary = dict(models=pr.model.members, split=split, data=made['data'], patches=len(rows), predicted=len(todo), skipped=len(rows) - len(todo),
                    tta=tta, time_budget=cfg.time_budget, tta_seconds_per_patch=timing, note=note, precision=made['settings']['precision'],
@@ -137,5 +144,5 @@ def score_predictions(path,               # a folder of PRED files, or a `predic
     out, it = [], list(rows.iterrows())
     for _, r in (progress_bar(it, leave=False) if progress else it):
         y = read_mask(r['msk']); p = read_pred(folder / pred_name(r), y.shape)
-        out.append(patch_record(r, confusion(y, p), outside=int((p >= N_CLASSES).sum())))
+        out.append(patch_record(r, confusion(y, p), pred=p, outside=int((p >= N_CLASSES).sum())))
     return pd.DataFrame(out)

@@ -320,26 +320,32 @@ def _dsm_from_points(laz, scene_like) -> np.ndarray:
     return np.where(np.isfinite(out), out, np.nan)
 
 # %% ../nbs/11a_scenes.ipynb #26516d01
-def _on_grid(path, like, resampling=Resampling.bilinear) -> np.ndarray:
-    "A one-band raster warped onto `like`'s grid, float with NaN for nodata."
+def _on_grid(path, like, resampling=Resampling.bilinear, band=1) -> np.ndarray:
+    "Band `band` of a raster warped onto `like`'s grid, float with NaN for nodata."
     with open_raster(path) as s, WarpedVRT(s, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
-                                            resampling=resampling, src_nodata=s.nodata, nodata=np.nan, dtype='float32') as v:
-        return v.read(1)
+                                            resampling=resampling, src_nodata=s.nodata, nodata=np.nan, dtype='float32', UNIFIED_SRC_NODATA='NO') as v:  # a band's nodata is its own
+        if v.count < band: raise FlairFormatError(path, f"has {v.count} band(s); band {band} was expected (a FLAIR-HUB DEM_ELEV has 2: DSM, DTM)")
+        return v.read(band)
 
 # %% ../nbs/11a_scenes.ipynb #0ba5fd85
 def elevation_band(like,          # the orthophoto whose grid the band is made on
                    dtm,           # terrain model raster (metres)
                    out,           # the uint8 elevation GeoTIFF to write
                    dsm=None,      # surface model raster (metres), or
-                   points=None    # a LiDAR point cloud (.laz or .las) the surface is taken from
+                   points=None,   # a LiDAR point cloud (.laz or .las) the surface is taken from, or
+                   dem=None       # a FLAIR-HUB `DEM_ELEV` raster: band 1 the surface, band 2 the terrain (no `dtm` then)
                   ) -> Path:
     "Write FLAIR's elevation band (surface minus terrain, 0.2 m per unit, 0..255; 255 nodata where unknown) on `like`'s grid."
-    if dsm is None and points is None: raise ValueError('give a surface: dsm (a raster) or points (a .laz/.las file)')
-    if dsm is not None and points is not None: raise ValueError('give one surface, dsm (a raster) or points (a .laz/.las file), not both')
+    if dem is not None:
+        if dsm is not None or points is not None or dtm is not None: raise ValueError('a FLAIR-HUB dem holds both surface and terrain: give it alone')
+    elif dsm is None and points is None: raise ValueError('give a surface: dsm (a raster) or points (a .laz/.las file)')
+    elif dsm is not None and points is not None: raise ValueError('give one surface, dsm (a raster) or points (a .laz/.las file), not both')
+    elif dtm is None: raise ValueError('give the terrain: dtm (a raster)')
     with open_raster(like) as L:
-        surf = _on_grid(dsm, L) if dsm is not None else _dsm_from_points(points, L)
-        h = surf - _on_grid(dtm, L)
+        if dem is not None: surf, terr = _on_grid(dem, L), _on_grid(dem, L, band=2)
+        else: surf, terr = (_on_grid(dsm, L) if dsm is not None else _dsm_from_points(points, L)), _on_grid(dtm, L)
+        h = surf - terr
         crs, tr = L.crs, L.transform
-    if np.isnan(h).all(): raise FlairFormatError(dsm or points, f"no height where {dtm} has terrain: do they cover {like}?")
-    band = np.where(np.isnan(h), 255, np.clip(np.rint(h * 5), 0, 254)).astype(np.uint8)
+    if np.isnan(h).all(): raise FlairFormatError(dem or dsm or points, f"no height where {dem or dtm} has terrain: do they cover {like}?")
+    band = height_band(h)
     return write_tif(out, band, crs=crs, transform=tr, nodata=255, description='elevation (height above ground, 0.2 m units)')

@@ -5,6 +5,7 @@
 # %% ../nbs/01_synth.ipynb #cf8b0581
 from __future__ import annotations
 import json, shutil, uuid, tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -281,30 +282,51 @@ def _zone_plan(cfg, rng):
     cents = [(m + (c // g) * step, m + (c % g) * step) for c in sorted(cells)]
     return H, W, x0, y0, cents
 
-def _write_zone(cfg, zrng, dom, zname, out:Path, next_id:int, cents_json:dict, meta_json:dict) -> int:
-    "Render and write one zone's Sentinel-2 triple, aerial patches and labels; returns the next free patch id."
+@contextmanager
+def _new_folder(out, overwrite:bool):
+    "A hidden folder beside `out` to write into, renamed to `out` when the block succeeds (removed otherwise)."
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite: raise FileExistsError(f"{out}: exists and is not empty (use overwrite)")
+    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if out.exists(): shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp)
+
+def _render_zone(cfg, zrng, dom) -> tuple:
+    "One zone's landscape, patch centroids, dates and Sentinel-2 series, drawn in the generator's order."
     H, W, x0, y0, cents = _zone_plan(cfg, zrng)
     zone = Zone(zrng, x0, y0, W * 10., H * 10., dom['prior'], cfg.parcel_m)
-    aer, lbl, sen = (out / d / dom['name'] / zname for d in _DIRS[dom['split']])
     T = int(zrng.integers(cfg.dates[0], cfg.dates[1] + 1))
     doy = np.sort(zrng.choice(np.arange(1, 366), T, replace=False))
     dates = np.datetime64(f"{dom['year']}-01-01") + (doy - 1).astype('timedelta64[D]')
     data, masks = render_sentinel(zone, H, W, doy, zrng.normal(0, 6), dom['s2_gain'], dom['snowy'], zrng)
-    info = np.iinfo(cfg.s2_dtype)
-    (sen / 'sen').mkdir(parents=True, exist_ok=True)
-    stem = sen / 'sen' / f"SEN2_sp_{dom['name']}-{zname}"
-    np.save(f"{stem}_data.npy", np.clip(np.rint(data), 0, info.max).astype(cfg.s2_dtype))
-    np.save(f"{stem}_masks.npy", masks)
-    Path(f"{stem}_products.txt").write_text(''.join(_product(d, zrng) + '\n' for d in dates))
+    return zone, x0, y0, cents, dates, data, masks
+
+def _render_patches(cfg, zrng, dom, zone, x0, y0, cents):
+    "Each patch of a zone in turn: (row, col, centre x, centre y, transform, labels, aerial image); a caller's own draws go between them."
     res, half = cfg.res, cfg.size * cfg.res / 2
     for r, c in cents:
         cx, cy = x0 + (c + .5) * 10, y0 - (r + .5) * 10
         xs = cx - half + (np.arange(cfg.size) + .5) * res
         ys = cy + half - (np.arange(cfg.size) + .5) * res
         lab, inst = zone.render(xs, ys)
-        img = render_aerial(zone, lab, inst, xs, ys, res, dom['gain'], dom['offset'], zrng)
+        yield r, c, cx, cy, from_origin(cx - half, cy + half, res, res), lab, render_aerial(zone, lab, inst, xs, ys, res, dom['gain'], dom['offset'], zrng)
+
+def _write_zone(cfg, zrng, dom, zname, out:Path, next_id:int, cents_json:dict, meta_json:dict) -> int:
+    "Render and write one zone's Sentinel-2 triple, aerial patches and labels; returns the next free patch id."
+    zone, x0, y0, cents, dates, data, masks = _render_zone(cfg, zrng, dom)
+    aer, lbl, sen = (out / d / dom['name'] / zname for d in _DIRS[dom['split']])
+    info = np.iinfo(cfg.s2_dtype)
+    (sen / 'sen').mkdir(parents=True, exist_ok=True)
+    stem = sen / 'sen' / f"SEN2_sp_{dom['name']}-{zname}"
+    np.save(f"{stem}_data.npy", np.clip(np.rint(data), 0, info.max).astype(cfg.s2_dtype))
+    np.save(f"{stem}_masks.npy", masks)
+    Path(f"{stem}_products.txt").write_text(''.join(_product(d, zrng) + '\n' for d in dates))
+    for r, c, cx, cy, tr, lab, img in _render_patches(cfg, zrng, dom, zone, x0, y0, cents):
         pid = f"{next_id:06d}"
-        tr = from_origin(cx - half, cy + half, res, res)
         write_tif(aer / 'img' / f"IMG_{pid}.tif", img, crs='EPSG:2154', transform=tr, compress=cfg.compress)
         write_tif(lbl / 'msk' / f"MSK_{pid}.tif", lab[None], crs='EPSG:2154', transform=tr, compress=cfg.compress)
         cents_json[f"IMG_{pid}.tif"] = [int(r), int(c)]
@@ -323,10 +345,7 @@ def synthesize(out,            # the dataset folder to write
               ) -> Path:
     """Write a complete FLAIR #2-format dataset to `out` (see `SynthConfig` for `kwargs`); the folder appears only when complete."""
     cfg = SynthConfig(seed=seed, **kwargs)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite: raise FileExistsError(f"{out}: exists and is not empty (use overwrite)")
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with _new_folder(out, overwrite) as tmp:
         rng = np.random.default_rng(seed)
         doms = _domains(cfg, rng)
         jobs = [(d, f"Z{k + 1}_{_letters(rng)}") for d in doms for k in range(cfg.zones_per_domain)]
@@ -336,11 +355,7 @@ def synthesize(out,            # the dataset folder to write
         (tmp / 'flair-2_centroids_sp_to_patch.json').write_text(json.dumps(cents))
         (tmp / 'flair_aerial_metadata.json').write_text(json.dumps(meta, indent=1))
         (tmp / 'flair2_synth.json').write_text(json.dumps(asdict(cfg)))
-        if out.exists(): shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
-    return out
+    return Path(out)
 
 # %% ../nbs/01_synth.ipynb #0edcb5a7
 TINY = dict(seed=3, size=64, patches_per_zone=3, zones_per_domain=2, train_domains=2, test_domains=1)  # the fixture's settings
