@@ -318,24 +318,26 @@ def _p_evaluate(sub, par):
     e.add_argument('--split', default='test', choices=SPLITS)
     e.add_argument('--json', help='also write the scores to this JSON file')
     e.add_argument('--metric', default='auto', choices=('auto', 'flair2', 'flair-hub', 'both'),
-                   help="which official mIoU to print: FLAIR #2's (12 classes) or FLAIR-HUB's (15 COSIA classes); auto: the data's (the JSON holds both on FLAIR-HUB data)")
+                   help="which official mIoU to print: FLAIR #2's (12 classes) or FLAIR-HUB's (15 COSIA classes); auto: the data's format's (the JSON holds both)")
     e.set_defaults(fn=_cmd_evaluate)
 
-def _print_scores(sc:dict, metric:str, who:str, split:str):
-    "The chosen metric(s) of `scores` and their IoU per class."
+def _print_scores(sc:dict, metric:str, who:str, split:str, fmt='flair2'):
+    "The chosen metric(s) of `scores` and their IoU per class (`auto`: the one of the data's format, `fmt`)."
     hub = sc.get('flair_hub')
-    if metric == 'flair-hub' and hub is None: raise ValueError("--metric flair-hub needs FLAIR-HUB data (COSIA labels)")
-    if metric in ('flair2', 'both') or (metric == 'auto' and hub is None):
+    if metric == 'auto': metric = 'flair-hub' if fmt == 'flair-hub' and hub is not None else 'flair2'
+    if metric == 'flair-hub' and hub is None: raise ValueError("--metric flair-hub: these scores have no COSIA matrix (scored before FLAIR-HUB's metric existed)")
+    if metric in ('flair2', 'both'):
         print(f"mIoU {sc['miou']:.4f}{who} over {sc['patches']} patches ({split}); IoU per class:")
         print('\n'.join(f"  {c:22s} {'-' if v is None else f'{v:.4f}'}" for c, v in sc['iou'].items()))
-    if hub is not None and metric in ('flair-hub', 'both', 'auto'):
+    if hub is not None and metric in ('flair-hub', 'both'):
         print(f"FLAIR-HUB mIoU {hub['miou']:.4f}{who} over {sc['patches']} patches ({split}; COSIA 0..14, an absent class 0); IoU per class:")
         print('\n'.join(f"  {c:22s} {v:.4f}" for c, v in hub['iou'].items()))
 
 def _cmd_evaluate(a):
     if not a.pred and not a.model and not a.onnx: raise ValueError('give --pred (a folder of PRED files), --model (models to run) or --onnx (an exported model)')
     model, cfg = _models(a) if a.model or a.onnx else None, settings(a, InferConfig)
-    rows = split_rows(_index(a), a.split, model)
+    index = _index(a)
+    rows = split_rows(index, a.split, model)
     if a.pred: pp = score_predictions(a.pred, rows, progress=not a.quiet)
     else:
         rows = rows[rows['msk'].notna()]
@@ -348,7 +350,7 @@ def _cmd_evaluate(a):
     if outside: print(f"note: {(pp['outside'] > 0).sum()} PRED file(s) hold {outside:,} pixels outside the classes 0..12 (first {pp.loc[pp['outside'] > 0, 'patch'].iloc[0]}); "
                       "the official metric ignores them", file=sys.stderr)
     who = ' of PRED files' if a.pred else f" of {'an ensemble of ' + str(len(model)) if len(model) > 1 else 'the model'} (TTA {cfg.tta})"
-    _print_scores(sc, a.metric, who, a.split)
+    _print_scores(sc, a.metric, who, a.split, index.attrs.get('format', 'flair2'))
     hub = {k: sc['flair_hub'][k] for k in ('miou', 'iou')} if 'flair_hub' in sc else None
     if a.json: write_json(a.json, dict(split=a.split, miou=sc['miou'], iou=sc['iou'], flair_hub=hub, patches=sc['patches'], tta=None if a.pred else cfg.tta,
                                        pred=str(pred_folder(a.pred).resolve()) if a.pred else None, pred_outside_pixels=outside if a.pred else None,

@@ -9,11 +9,13 @@ import numpy as np, pandas as pd
 import torch
 from fastai.metrics import Metric
 from .core import *
-from .hub import is_hub, hub_labels, COSIA, COSIA_TO13, C13_TO_COSIA, HUB_SCORED
+from .hub import is_hub, hub_labels, COSIA, COSIA_TO13, C13_TO_COSIA, MSK_TO_COSIA, HUB_SCORED
+from .io import read_mask
 
 # %% auto #0
-__all__ = ['confusion', 'iou_per_class', 'miou', 'MIoU', 'fold_confusion', 'hub_iou', 'hub_miou', 'cosia_confusion',
-           'patch_record', 'total_confusion', 'scores', 'per_domain', 'save_per_patch', 'load_per_patch']
+__all__ = ['confusion', 'iou_per_class', 'miou', 'MIoU', 'fold_confusion', 'hub_iou', 'hub_miou', 'cosia_labels',
+           'cosia_confusion', 'patch_record', 'total_confusion', 'scores', 'per_domain', 'save_per_patch',
+           'load_per_patch']
 
 # %% ../nbs/06_metrics.ipynb #d3d31415
 def confusion(target,       # class indices (any shape); values outside 0..n-1 are skipped
@@ -85,14 +87,21 @@ def hub_miou(cm19 # 19×19 COSIA confusion counts
     return float(hub_iou(cm19).mean())
 
 _TO_COSIA = np.full(256, 255, np.uint8); _TO_COSIA[:N_CLASSES] = C13_TO_COSIA  # a 13-class prediction → COSIA (anything else skipped)
+_MSK_COSIA = np.full(256, 255, np.uint8); _MSK_COSIA[1:20] = MSK_TO_COSIA[1:20]  # a FLAIR #2 label value → COSIA (0, no label: skipped)
+
+def cosia_labels(path # a label file: FLAIR-HUB's COSIA, or FLAIR #2's `MSK_*.tif` (values 1..19; 0 where a pseudo-label mask has none)
+                ) -> np.ndarray:
+    "H×W COSIA values of a label file of either format (255 where there is no label)."
+    return hub_labels(path) if is_hub(path) else _MSK_COSIA[read_mask(path, classes13=False, unlabelled=True)]
 
 def cosia_confusion(row,  # an index row
                     pred  # its H×W 13-class prediction (array or tensor)
                    ) -> np.ndarray|None:
-    "19×19 COSIA confusion of a FLAIR-HUB patch's label file against a 13-class prediction; None for a FLAIR #2 patch."
-    if not is_hub(row.get('msk') if hasattr(row, 'get') else None): return None
+    "19×19 COSIA confusion of a patch's labels (either format: FLAIR #2's 19 values are COSIA's 19 classes) against a 13-class prediction; None without labels."
+    msk = row.get('msk') if hasattr(row, 'get') else None
+    if not isinstance(msk, (str, Path)): return None
     p = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
-    return confusion(hub_labels(row['msk']), _TO_COSIA[p.astype(np.uint8)], 19)
+    return confusion(cosia_labels(msk), _TO_COSIA[p.astype(np.uint8)], 19)
 
 # %% ../nbs/06_metrics.ipynb #a8fa5fd6
 def patch_record(row,      # the patch's index row
@@ -120,7 +129,7 @@ def scores(per_patch:pd.DataFrame # per-patch records
     iou = iou_per_class(cm)
     out = dict(miou=miou(cm), iou={c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)}, patches=len(per_patch),
                confusion=cm.tolist())
-    if len(per_patch) and 'cm19' in per_patch and per_patch['cm19'].notna().all():  # FLAIR-HUB patches: its metric too
+    if len(per_patch) and 'cm19' in per_patch and per_patch['cm19'].notna().all():  # records with their COSIA matrix: FLAIR-HUB's metric too
         c19 = np.stack([np.asarray(c).reshape(19, 19) for c in per_patch['cm19']]).sum(0)
         out['flair_hub'] = dict(miou=hub_miou(c19), iou=dict(zip(COSIA[:HUB_SCORED], map(float, hub_iou(c19)))), confusion=c19.tolist())
     return out
